@@ -1,0 +1,47 @@
+"""`melfusion` console script: thin argparse front end; each subcommand lives in melfusion.commands."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from melfusion.errors import MelfusionInputError
+
+# Each module defines `register(subparsers) -> None` and sets `func` on its parser.
+_COMMAND_MODULES = (
+    "melfusion.commands.generate",
+    "melfusion.commands.convert",
+    "melfusion.commands.evaluate",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="melfusion", description="Music from an image and a text prompt.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name in _COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as err:
+            if err.name == name:  # command not part of this build
+                continue
+            raise
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except MelfusionInputError as err:
+        print(f"melfusion {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("melfusion: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
