@@ -1,0 +1,1 @@
+"""Models: music UNet, audio VAE, vocoders, the visual synapse. Kept import-light."""

@@ -1,0 +1,356 @@
+"""The visual synapse (MeLFusion §3.2, Eq. 5–6).
+
+In every decoder cross-attention (``attn2``) layer l of the music UNet the text keys/values are mixed with
+the self-attention (``attn1``) keys/values K^I_l, V^I_l of the frozen image LDM's decoder layer l:
+
+    K^M_l <- α_l K^I_l + (1 - α_l) K^M_l        (Eq. 5)
+    V^M_l <- α_l V^I_l + (1 - α_l) V^M_l        (Eq. 6)
+
+K^I has h·w tokens, K^M has S text tokens: K^I is resampled along the token axis by adaptive average
+pooling onto the valid (unmasked) text positions of each row. α_l = (2·sigmoid(a_l) − 1)/ρ with a_l = 0 at
+init (the authors' parameterisation), so a freshly installed synapse leaves the music UNet unchanged.
+
+Everything goes through diffusers attention processors; nothing in diffusers is patched.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from diffusers import ModelMixin, UNet2DConditionModel
+from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.models.attention_processor import Attention, AttnProcessor2_0
+
+KVHook = Callable[[torch.Tensor, torch.Tensor, torch.Tensor | None], tuple[torch.Tensor, torch.Tensor]]
+
+
+def attention_with_kv_hook(
+    attn: Attention,
+    hidden_states: torch.Tensor,
+    encoder_hidden_states: torch.Tensor | None = None,
+    attention_mask: torch.Tensor | None = None,
+    temb: torch.Tensor | None = None,
+    kv_hook: KVHook | None = None,
+) -> torch.Tensor:
+    """diffusers' ``AttnProcessor2_0`` with one extension point: ``kv_hook(key, value, mask_bias)`` sees
+    (and may replace) the projected keys/values (B, S, inner_dim) before the head split. With
+    ``kv_hook=None`` the computation is the stock one, op for op."""
+    residual = hidden_states
+    if attn.spatial_norm is not None:
+        hidden_states = attn.spatial_norm(hidden_states, temb)
+    input_ndim = hidden_states.ndim
+    if input_ndim == 4:
+        batch_size, channel, height, width = hidden_states.shape
+        hidden_states = hidden_states.view(batch_size, channel, height * width).transpose(1, 2)
+
+    batch_size, sequence_length, _ = (
+        hidden_states.shape if encoder_hidden_states is None else encoder_hidden_states.shape
+    )
+    mask_bias = attention_mask  # (B, 1, S) additive bias as built by UNet2DConditionModel, or None
+    if attention_mask is not None:
+        attention_mask = attn.prepare_attention_mask(attention_mask, sequence_length, batch_size)
+        attention_mask = attention_mask.view(batch_size, attn.heads, -1, attention_mask.shape[-1])
+    if attn.group_norm is not None:
+        hidden_states = attn.group_norm(hidden_states.transpose(1, 2)).transpose(1, 2)
+
+    query = attn.to_q(hidden_states)
+    if encoder_hidden_states is None:
+        encoder_hidden_states = hidden_states
+    elif attn.norm_cross:
+        encoder_hidden_states = attn.norm_encoder_hidden_states(encoder_hidden_states)
+    key = attn.to_k(encoder_hidden_states)  # (B, S, inner)
+    value = attn.to_v(encoder_hidden_states)  # (B, S, inner)
+    if kv_hook is not None:
+        key, value = kv_hook(key, value, mask_bias)
+
+    inner_dim = key.shape[-1]
+    head_dim = inner_dim // attn.heads
+    query = query.view(batch_size, -1, attn.heads, head_dim).transpose(1, 2)
+    key = key.view(batch_size, -1, attn.heads, head_dim).transpose(1, 2)
+    value = value.view(batch_size, -1, attn.heads, head_dim).transpose(1, 2)
+    if attn.norm_q is not None:
+        query = attn.norm_q(query)
+    if attn.norm_k is not None:
+        key = attn.norm_k(key)
+    hidden_states = F.scaled_dot_product_attention(
+        query, key, value, attn_mask=attention_mask, dropout_p=0.0, is_causal=False
+    )  # (B, heads, N, head_dim)
+    hidden_states = hidden_states.transpose(1, 2).reshape(batch_size, -1, attn.heads * head_dim)
+    hidden_states = hidden_states.to(query.dtype)
+    hidden_states = attn.to_out[0](hidden_states)
+    hidden_states = attn.to_out[1](hidden_states)
+    if input_ndim == 4:
+        hidden_states = hidden_states.transpose(-1, -2).reshape(batch_size, channel, height, width)
+    if attn.residual_connection:
+        hidden_states = hidden_states + residual
+    return hidden_states / attn.rescale_output_factor
+
+
+def decoder_attention_names(unet: UNet2DConditionModel, which: str) -> list[str]:
+    """Processor names of the decoder (``up_blocks``) attention layers of one kind, in forward order.
+
+    ``which`` is ``"attn1"`` (self-attention) or ``"attn2"`` (cross-attention). The order of
+    ``unet.attn_processors`` follows module registration, i.e. up_blocks[i].attentions[j]
+    .transformer_blocks[k], which is the order the decoder runs them."""
+    if which not in ("attn1", "attn2"):
+        raise ValueError(f"which must be 'attn1' or 'attn2', got {which!r}")
+    return [
+        name
+        for name in unet.attn_processors
+        if name.startswith("up_blocks.") and name.endswith(f".{which}.processor")
+    ]
+
+
+def _module_for(unet: torch.nn.Module, processor_name: str) -> Attention:
+    return unet.get_submodule(processor_name.removesuffix(".processor"))
+
+
+def decoder_layer_widths(unet: UNet2DConditionModel, which: str) -> list[int]:
+    """Inner K/V width (to_k output features) of each decoder attention layer."""
+    return [_module_for(unet, n).to_k.out_features for n in decoder_attention_names(unet, which)]
+
+
+class SynapseMismatchError(ValueError):
+    """The image LDM and the music LDM cannot be wired layer for layer."""
+
+
+@dataclass
+class _StepFeatures:
+    kv: Sequence[tuple[torch.Tensor, torch.Tensor]]  # per layer: K, V each (B_img, N_l, C_l)
+    image_index: torch.Tensor  # (B,) long: row -> image row in kv, -1 = no image for this row
+    text_mask: torch.Tensor | None  # (B, S) bool, True = valid text token
+
+
+class SynapseAttnProcessor:
+    """Processor for decoder cross-attention layer ``layer`` of the music UNet (paper Eq. 5–6)."""
+
+    def __init__(self, synapse: VisualSynapse, layer: int):
+        self.synapse = synapse
+        self.layer = layer
+
+    def __call__(
+        self,
+        attn: Attention,
+        hidden_states: torch.Tensor,
+        encoder_hidden_states: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        temb: torch.Tensor | None = None,
+        *args,
+        **kwargs,
+    ) -> torch.Tensor:
+        hook = None if self.synapse.active_features is None else self._mix
+        return attention_with_kv_hook(attn, hidden_states, encoder_hidden_states, attention_mask, temb, hook)
+
+    def _mix(
+        self, key: torch.Tensor, value: torch.Tensor, mask_bias: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        feats = self.synapse.active_features
+        assert feats is not None
+        batch, seq, width = key.shape
+        if feats.image_index.shape[0] != batch:
+            raise ValueError(
+                f"visual synapse: image_index has {feats.image_index.shape[0]} rows but the UNet batch has "
+                f"{batch}; set_visual_features must describe every row of the batch"
+            )
+        valid = feats.text_mask
+        if valid is None and mask_bias is not None:
+            valid = mask_bias.reshape(batch, -1, seq)[:, 0, :] > -1.0  # UNet bias: 0 valid, -10000 masked
+        if valid is None:
+            valid = torch.ones(batch, seq, dtype=torch.bool, device=key.device)
+        k_img, v_img = feats.kv[self.layer]
+        if k_img.shape[-1] != width:
+            raise SynapseMismatchError(
+                f"decoder cross-attention layer {self.layer} of the music UNet is {width} wide but the captured "
+                f"image self-attention features are {k_img.shape[-1]} wide"
+            )
+        has_image = feats.image_index >= 0  # (B,)
+        k_pool = pool_tokens_to_mask(k_img, feats.image_index, valid)  # (B, S, C)
+        v_pool = pool_tokens_to_mask(v_img, feats.image_index, valid)
+        alpha = self.synapse.alpha(self.layer).to(key.dtype)
+        sel = has_image.view(batch, 1, 1)
+        key = torch.where(sel, alpha * k_pool.to(key.dtype) + (1 - alpha) * key, key)  # Eq. 5
+        value = torch.where(sel, alpha * v_pool.to(value.dtype) + (1 - alpha) * value, value)  # Eq. 6
+        return key, value
+
+
+def pool_tokens_to_mask(tokens: torch.Tensor, image_index: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """Resample image tokens onto each row's valid text positions.
+
+    tokens (B_img, N, C); image_index (B,) with -1 for rows without an image; valid (B, S) bool.
+    Returns (B, S, C): row b holds adaptive-avg-pool(tokens[image_index[b]], L_b) at its L_b valid
+    positions (in order) and zeros elsewhere."""
+    batch, seq = valid.shape
+    out = tokens.new_zeros(batch, seq, tokens.shape[-1])
+    lengths = valid.sum(dim=1)
+    rows_with_image = image_index >= 0
+    for length in torch.unique(lengths[rows_with_image]).tolist():
+        if length == 0:
+            continue
+        rows = torch.nonzero(rows_with_image & (lengths == length), as_tuple=True)[0]
+        src = tokens[image_index[rows]].transpose(1, 2)  # (R, C, N)
+        pooled = F.adaptive_avg_pool1d(src, int(length)).transpose(1, 2)  # (R, L, C)
+        block = out[rows]
+        block[valid[rows]] = pooled.reshape(-1, pooled.shape[-1])
+        out[rows] = block
+    return out
+
+
+class VisualSynapse(ModelMixin, ConfigMixin):
+    """Learned per-layer mixing coefficients α and the wiring of image features into the music UNet.
+
+    Args:
+        layer_widths: inner width of each decoder cross-attention layer of the music UNet, in order
+            (must equal the image UNet's decoder self-attention widths).
+        layer_blocks: index of the up-block each layer lives in (for ``alpha_sharing="block"``).
+        alpha_sharing: ``"layer"`` (one α per decoder attention layer, default), ``"block"`` (one per
+            up-block) or ``"global"`` (a single α; paper Table 4's "same α for all blocks").
+        rho: α = (2·sigmoid(a) − 1)/ρ, so |α| < 1/ρ.
+    """
+
+    config_name = "config.json"
+
+    @register_to_config
+    def __init__(
+        self,
+        layer_widths: list[int],
+        layer_blocks: list[int] | None = None,
+        alpha_sharing: str = "layer",
+        rho: float = 5.0,
+    ):
+        super().__init__()
+        if alpha_sharing not in ("layer", "block", "global"):
+            raise ValueError(f"alpha_sharing must be 'layer', 'block' or 'global', got {alpha_sharing!r}")
+        if rho <= 0:
+            raise ValueError(f"rho must be > 0, got {rho}")
+        n_layers = len(layer_widths)
+        blocks = list(layer_blocks) if layer_blocks is not None else list(range(n_layers))
+        if len(blocks) != n_layers:
+            raise ValueError("layer_blocks must have one entry per layer")
+        if alpha_sharing == "layer":
+            index = list(range(n_layers))
+        elif alpha_sharing == "block":
+            uniq = sorted(set(blocks))
+            index = [uniq.index(b) for b in blocks]
+        else:
+            index = [0] * n_layers
+        self.register_buffer("alpha_index", torch.tensor(index, dtype=torch.long), persistent=False)
+        self.alpha_logits = torch.nn.Parameter(torch.zeros(max(index) + 1 if index else 0))
+        self.active_features: _StepFeatures | None = None
+
+    # -- construction ---------------------------------------------------------------------------------
+    @classmethod
+    def from_unets(
+        cls,
+        music_unet: UNet2DConditionModel,
+        image_unet: UNet2DConditionModel,
+        alpha_sharing: str = "layer",
+        rho: float = 5.0,
+    ) -> VisualSynapse:
+        """Build a synapse (α = 0) for this pair of UNets, checking they match layer for layer."""
+        music = decoder_layer_widths(music_unet, "attn2")
+        image = decoder_layer_widths(image_unet, "attn1")
+        check_compatible(music, image)
+        blocks = [int(n.split(".")[1]) for n in decoder_attention_names(music_unet, "attn2")]
+        return cls(layer_widths=music, layer_blocks=blocks, alpha_sharing=alpha_sharing, rho=rho)
+
+    # -- α ----------------------------------------------------------------------------------------------
+    @property
+    def num_layers(self) -> int:
+        return len(self.config.layer_widths)
+
+    def alphas(self) -> torch.Tensor:
+        """α per decoder layer, (L,)."""
+        a = (2 * torch.sigmoid(self.alpha_logits) - 1) / self.config.rho
+        return a[self.alpha_index]
+
+    def alpha(self, layer: int) -> torch.Tensor:
+        a = self.alpha_logits[self.alpha_index[layer]]
+        return (2 * torch.sigmoid(a) - 1) / self.config.rho
+
+    @torch.no_grad()
+    def set_alphas(self, values: float | Sequence[float] | torch.Tensor) -> None:
+        """Set α directly (inverts the parameterisation); |α| must be < 1/ρ."""
+        n = self.alpha_logits.numel()
+        target = torch.as_tensor(values, dtype=torch.float32).flatten()
+        if target.numel() == 1:
+            target = target.expand(n)
+        if target.numel() != n:
+            raise ValueError(f"expected {n} α values, got {target.numel()}")
+        s = (target * self.config.rho + 1) / 2  # sigmoid(a)
+        if bool(((s <= 0) | (s >= 1)).any()):
+            raise ValueError(f"|α| must be < 1/rho = {1 / self.config.rho}")
+        self.alpha_logits.copy_(torch.logit(s).to(self.alpha_logits))
+
+    # -- wiring -----------------------------------------------------------------------------------------
+    def install(self, unet: UNet2DConditionModel) -> None:
+        """Put a synapse processor on every decoder cross-attention layer of the music UNet."""
+        names = decoder_attention_names(unet, "attn2")
+        check_compatible(decoder_layer_widths(unet, "attn2"), list(self.config.layer_widths))
+        procs = dict(unet.attn_processors)
+        for i, name in enumerate(names):
+            procs[name] = SynapseAttnProcessor(self, i)
+        unet.set_attn_processor(procs)
+
+    @staticmethod
+    def remove(unet: UNet2DConditionModel) -> None:
+        """Restore stock processors on the decoder cross-attention layers."""
+        procs = dict(unet.attn_processors)
+        for name in decoder_attention_names(unet, "attn2"):
+            if isinstance(procs[name], SynapseAttnProcessor):
+                procs[name] = AttnProcessor2_0()
+        unet.set_attn_processor(procs)
+
+    @staticmethod
+    def is_installed(unet: UNet2DConditionModel) -> bool:
+        procs = unet.attn_processors
+        return any(isinstance(procs[n], SynapseAttnProcessor) for n in decoder_attention_names(unet, "attn2"))
+
+    def set_visual_features(
+        self,
+        kv: Sequence[tuple[torch.Tensor, torch.Tensor]] | None,
+        image_index: torch.Tensor | None = None,
+        text_mask: torch.Tensor | None = None,
+    ) -> None:
+        """Features for the next music UNet forward(s).
+
+        kv: per decoder layer (K, V), each (B_img, N_l, C_l), from a :class:`VisualGuidance` step.
+        image_index: (B,) long, the image row for each row of the music batch, -1 for none
+            (e.g. the unconditional CFG branch); default ``arange(B_img)``.
+        text_mask: (B, S) bool valid-token mask (optional; else read off the UNet's attention bias).
+        ``kv=None`` disables the synapse (the UNet then behaves as text-only)."""
+        if kv is None:
+            self.active_features = None
+            return
+        if len(kv) != self.num_layers:
+            raise SynapseMismatchError(
+                f"got features for {len(kv)} decoder layers, the synapse has {self.num_layers}"
+            )
+        if image_index is None:
+            image_index = torch.arange(kv[0][0].shape[0], device=kv[0][0].device)
+        if text_mask is not None:
+            text_mask = text_mask.bool()
+        self.active_features = _StepFeatures(kv, image_index.long(), text_mask)
+
+    def clear_visual_features(self) -> None:
+        self.active_features = None
+
+
+def check_compatible(music_widths: Sequence[int], image_widths: Sequence[int]) -> None:
+    """Raise :class:`SynapseMismatchError` unless the decoders match layer for layer."""
+    if len(music_widths) != len(image_widths):
+        raise SynapseMismatchError(
+            f"the music UNet has {len(music_widths)} decoder cross-attention layers but the image UNet has "
+            f"{len(image_widths)} decoder self-attention layers; the visual synapse maps them one to one, "
+            "so use an image LDM with the same decoder layout (e.g. an SD-family UNet with a TANGO-family "
+            "music UNet)"
+        )
+    bad = [(i, m, g) for i, (m, g) in enumerate(zip(music_widths, image_widths)) if m != g]
+    if bad:
+        i, m, g = bad[0]
+        raise SynapseMismatchError(
+            f"decoder layer {i}: music cross-attention is {m} wide, image self-attention is {g} wide "
+            f"({len(bad)} mismatching layers); the two UNets' decoder widths must match layer for layer"
+        )

@@ -1,0 +1,200 @@
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from diffusers import UNet2DConditionModel
+from diffusers.models.attention_processor import AttnProcessor2_0
+
+from melfusion.models.synapse import (
+    SynapseAttnProcessor,
+    SynapseMismatchError,
+    VisualSynapse,
+    decoder_attention_names,
+    decoder_layer_widths,
+    pool_tokens_to_mask,
+)
+
+
+def _unet(channels=(16, 32, 32), cross=24, seed=0, sample=(16, 8), in_ch=8):
+    torch.manual_seed(seed)
+    return UNet2DConditionModel(
+        sample_size=sample,
+        in_channels=in_ch,
+        out_channels=in_ch,
+        block_out_channels=channels,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+        layers_per_block=1,
+        norm_num_groups=8,
+        attention_head_dim=4,
+        cross_attention_dim=cross,
+    ).eval()
+
+
+def _features(widths, n_tokens=(20, 20, 7, 7), batch_img=1, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    return [
+        (torch.randn(batch_img, n, w, generator=g), torch.randn(batch_img, n, w, generator=g))
+        for n, w in zip(n_tokens, widths)
+    ]
+
+
+@pytest.fixture
+def pair():
+    music = _unet(seed=0)
+    image = _unet(seed=1, cross=12, sample=8, in_ch=4)
+    return music, image
+
+
+def _inputs(batch=2, seq=6, cross=24):
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(batch, 8, 16, 8, generator=g)
+    ctx = torch.randn(batch, seq, cross, generator=g)
+    mask = torch.ones(batch, seq, dtype=torch.bool)
+    mask[0, 4:] = False
+    return x, ctx, mask
+
+
+def test_layer_discovery(pair):
+    music, image = pair
+    names = decoder_attention_names(music, "attn2")
+    assert len(names) == 4 and all(n.startswith("up_blocks.") and ".attn2." in n for n in names)
+    assert decoder_layer_widths(music, "attn2") == decoder_layer_widths(image, "attn1") == [32, 32, 32, 32]
+
+
+def test_alpha_zero_is_exactly_stock_attention(pair):
+    music, image = pair
+    x, ctx, mask = _inputs()
+    stock = music(x, 500, encoder_hidden_states=ctx, encoder_attention_mask=mask).sample
+    syn = VisualSynapse.from_unets(music, image)
+    assert torch.all(syn.alphas() == 0)
+    syn.install(music)
+    syn.set_visual_features(_features(syn.config.layer_widths), torch.tensor([0, 0]))
+    fused = music(x, 500, encoder_hidden_states=ctx, encoder_attention_mask=mask).sample
+    assert torch.equal(stock, fused)
+
+
+def test_nonzero_alpha_changes_only_rows_with_an_image(pair):
+    music, image = pair
+    x, ctx, mask = _inputs()
+    stock = music(x, 500, encoder_hidden_states=ctx, encoder_attention_mask=mask).sample
+    syn = VisualSynapse.from_unets(music, image)
+    syn.set_alphas(0.15)
+    assert torch.allclose(syn.alphas(), torch.full((4,), 0.15))
+    syn.install(music)
+    syn.set_visual_features(_features(syn.config.layer_widths), torch.tensor([-1, 0]))
+    fused = music(x, 500, encoder_hidden_states=ctx, encoder_attention_mask=mask).sample
+    assert torch.equal(fused[0], stock[0])  # row without an image: untouched
+    assert (fused[1] - stock[1]).abs().max() > 1e-4
+    syn.set_visual_features(None)  # disabled → stock again
+    again = music(x, 500, encoder_hidden_states=ctx, encoder_attention_mask=mask).sample
+    assert torch.equal(again, stock)
+
+
+def test_install_remove_roundtrip(pair):
+    music, image = pair
+    syn = VisualSynapse.from_unets(music, image)
+    syn.install(music)
+    assert VisualSynapse.is_installed(music)
+    procs = music.attn_processors
+    assert sum(isinstance(p, SynapseAttnProcessor) for p in procs.values()) == 4
+    # encoder/mid blocks and decoder self-attention are untouched
+    assert all(not isinstance(procs[n], SynapseAttnProcessor) for n in procs if ".attn2." not in n)
+    VisualSynapse.remove(music)
+    assert not VisualSynapse.is_installed(music)
+    assert all(isinstance(p, AttnProcessor2_0) for p in music.attn_processors.values())
+
+
+def test_mixing_follows_eq5_eq6(pair):
+    music, image = pair
+    syn = VisualSynapse.from_unets(music, image)
+    syn.set_alphas([0.1, -0.05, 0.19, 0.0])
+    proc = SynapseAttnProcessor(syn, 2)
+    kv = _features(syn.config.layer_widths, batch_img=1)
+    syn.set_visual_features(kv, torch.tensor([0]), torch.ones(1, 5, dtype=torch.bool))
+    key, value = torch.randn(1, 5, 32), torch.randn(1, 5, 32)
+    k2, v2 = proc._mix(key, value, None)
+    k_img = F.adaptive_avg_pool1d(kv[2][0].transpose(1, 2), 5).transpose(1, 2)
+    a = syn.alpha(2)
+    assert torch.allclose(k2, a * k_img + (1 - a) * key, atol=1e-6)
+    v_img = F.adaptive_avg_pool1d(kv[2][1].transpose(1, 2), 5).transpose(1, 2)
+    assert torch.allclose(v2, a * v_img + (1 - a) * value, atol=1e-6)
+
+
+def test_pooling_fills_only_valid_tokens():
+    tokens = torch.arange(2 * 12 * 3, dtype=torch.float32).reshape(2, 12, 3)
+    valid = torch.tensor([[1, 1, 1, 1, 0, 0], [1, 1, 1, 1, 1, 1], [1, 1, 1, 0, 0, 0]], dtype=torch.bool)
+    index = torch.tensor([1, 0, -1])
+    out = pool_tokens_to_mask(tokens, index, valid)
+    assert out.shape == (3, 6, 3)
+    expect0 = F.adaptive_avg_pool1d(tokens[1].T[None], 4)[0].T
+    assert torch.allclose(out[0, :4], expect0) and torch.all(out[0, 4:] == 0)
+    expect1 = tokens[0].reshape(6, 2, 3).mean(1)  # 12 → 6 tokens: pairs
+    assert torch.allclose(out[1], expect1)
+    assert torch.all(out[2] == 0)  # no image
+
+
+def test_mask_read_from_unet_attention_bias(pair):
+    """Without an explicit text mask the processor uses the UNet's additive bias (0 valid, -1e4 masked)."""
+    music, image = pair
+    x, ctx, mask = _inputs()
+    syn = VisualSynapse.from_unets(music, image)
+    syn.set_alphas(0.1)
+    syn.install(music)
+    feats = _features(syn.config.layer_widths)
+    syn.set_visual_features(feats, torch.tensor([0, 0]), mask)
+    explicit = music(x, 10, encoder_hidden_states=ctx, encoder_attention_mask=mask).sample
+    syn.set_visual_features(feats, torch.tensor([0, 0]))
+    implicit = music(x, 10, encoder_hidden_states=ctx, encoder_attention_mask=mask).sample
+    assert torch.equal(explicit, implicit)
+
+
+def test_width_mismatch_is_a_clear_error():
+    music = _unet(channels=(16, 32, 32))
+    image = _unet(channels=(16, 32, 48), cross=12, sample=8, in_ch=4)
+    with pytest.raises(SynapseMismatchError, match="decoder layer 0: music cross-attention is 32 wide"):
+        VisualSynapse.from_unets(music, image)
+    other = UNet2DConditionModel(
+        sample_size=8,
+        in_channels=4,
+        out_channels=4,
+        block_out_channels=(16, 32),
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        layers_per_block=1,
+        norm_num_groups=8,
+        attention_head_dim=4,
+        cross_attention_dim=12,
+    )
+    with pytest.raises(
+        SynapseMismatchError, match="4 decoder cross-attention layers but the image UNet has 2"
+    ):
+        VisualSynapse.from_unets(music, other)
+
+
+def test_alpha_sharing_and_safetensors_roundtrip(pair, tmp_path):
+    music, image = pair
+    assert VisualSynapse.from_unets(music, image).alpha_logits.numel() == 4
+    assert VisualSynapse.from_unets(music, image, alpha_sharing="block").alpha_logits.numel() == 2
+    glob = VisualSynapse.from_unets(music, image, alpha_sharing="global")
+    assert glob.alpha_logits.numel() == 1
+    syn = VisualSynapse.from_unets(music, image, rho=4.0)
+    syn.set_alphas([0.2, -0.1, 0.05, 0.24])
+    syn.save_pretrained(tmp_path / "synapse")
+    assert (tmp_path / "synapse" / "diffusion_pytorch_model.safetensors").exists()
+    loaded = VisualSynapse.from_pretrained(tmp_path / "synapse")
+    assert loaded.config.rho == 4.0
+    assert torch.equal(loaded.alphas(), syn.alphas())
+    with pytest.raises(ValueError, match="< 1/rho"):
+        syn.set_alphas(0.3)
+
+
+def test_gradients_reach_alpha(pair):
+    music, image = pair
+    x, ctx, mask = _inputs()
+    syn = VisualSynapse.from_unets(music, image)
+    syn.install(music)
+    syn.set_visual_features(_features(syn.config.layer_widths), torch.tensor([0, 0]), mask)
+    music(x, 10, encoder_hidden_states=ctx, encoder_attention_mask=mask).sample.square().mean().backward()
+    assert syn.alpha_logits.grad is not None and torch.all(syn.alpha_logits.grad != 0)

@@ -1,0 +1,161 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from conftest import make_image
+from diffusers import DDPMScheduler, DPMSolverMultistepScheduler
+
+from melfusion.errors import MelfusionInputError
+from melfusion.pipelines.melfusion import MeLFusionPipeline
+
+STEPS = 4
+
+
+def _gen(seed=0):
+    return torch.Generator().manual_seed(seed)
+
+
+def test_output_shapes_and_sample_rate(tiny_pipe):
+    out = tiny_pipe(
+        make_image(),
+        ["calm piano", "fast drums"],
+        num_inference_steps=STEPS,
+        num_waveforms_per_prompt=2,
+        audio_length_in_s=1.0,
+        generator=_gen(),
+    )
+    assert out.sample_rate == 16000
+    assert out.audios.shape == (4, 16000) and out.audios.dtype == np.float32
+    assert np.isfinite(out.audios).all()
+    assert out.parameters["num_inference_steps"] == STEPS and len(out.parameters["image_sha256"]) == 1
+    mel = tiny_pipe(make_image(), "calm", num_inference_steps=2, output_type="mel", generator=_gen()).audios
+    assert mel.shape[:2] == (1, 1) and mel.shape[-1] == 64
+
+
+def test_same_seed_same_audio_and_other_seed_differs(tiny_pipe):
+    a = tiny_pipe(make_image(), "calm piano", num_inference_steps=STEPS, generator=_gen(1)).audios
+    b = tiny_pipe(make_image(), "calm piano", num_inference_steps=STEPS, generator=_gen(1)).audios
+    c = tiny_pipe(make_image(), "calm piano", num_inference_steps=STEPS, generator=_gen(2)).audios
+    assert np.array_equal(a, b)
+    assert not np.allclose(a, c)
+
+
+def test_alpha_zero_equals_text_only_and_alpha_nonzero_uses_the_image(tiny_pipe):
+    kw = dict(num_inference_steps=STEPS, output_type="latent")
+    text_only = tiny_pipe(make_image(0), "calm piano", use_image=False, generator=_gen(), **kw).audios
+    fused = tiny_pipe(make_image(0), "calm piano", generator=_gen(), **kw).audios
+    assert torch.equal(text_only, fused)  # α = 0 at init: the pretrained text-to-music model is unchanged
+    tiny_pipe.synapse.set_alphas(0.15)
+    img0 = tiny_pipe(make_image(0), "calm piano", generator=_gen(), **kw).audios
+    img1 = tiny_pipe(make_image(1), "calm piano", generator=_gen(), **kw).audios
+    assert not torch.allclose(img0, text_only, atol=1e-5)
+    assert not torch.allclose(img0, img1, atol=1e-5)  # a different image gives different music
+
+
+def test_guidance_cache_hit_on_second_call(tiny_pipe):
+    cache = tiny_pipe.guidance_cache
+    tiny_pipe(make_image(), "calm", num_inference_steps=STEPS, generator=_gen(), output_type="latent")
+    assert (cache.hits, cache.misses) == (0, 1)
+    tiny_pipe(make_image(), "other prompt", num_inference_steps=STEPS, generator=_gen(), output_type="latent")
+    assert (cache.hits, cache.misses) == (1, 1)
+    tiny_pipe(make_image(), "calm", num_inference_steps=STEPS + 1, generator=_gen(), output_type="latent")
+    assert cache.misses == 2  # another schedule is another entry
+    # several samples and prompts sharing one image compute its guidance once
+    tiny_pipe(
+        make_image(), ["a", "b"], num_waveforms_per_prompt=2, num_inference_steps=STEPS, output_type="latent"
+    )
+    assert cache.misses == 2
+
+
+def test_batched_images_match_single_calls(tiny_pipe):
+    tiny_pipe.synapse.set_alphas(0.1)
+    kw = dict(num_inference_steps=STEPS, output_type="latent", guidance_scale=3.0)
+    lat = torch.randn(2, 8, 32, 16, generator=_gen(5))
+    both = tiny_pipe([make_image(0), make_image(1)], ["calm piano", "calm piano"], latents=lat, **kw).audios
+    one = tiny_pipe(make_image(1), "calm piano", latents=lat[1:], **kw).audios
+    assert torch.allclose(both[1:], one, atol=1e-5)
+
+
+def test_image_guidance_scale_three_branches(tiny_pipe):
+    tiny_pipe.synapse.set_alphas(0.15)
+    kw = dict(num_inference_steps=STEPS, output_type="latent", guidance_scale=3.0)
+    two = tiny_pipe(make_image(), "calm", generator=_gen(), **kw).audios
+    three = tiny_pipe(make_image(), "calm", image_guidance_scale=1.5, generator=_gen(), **kw).audios
+    assert three.shape == two.shape and not torch.allclose(two, three)
+    # image scale 0: ε(∅) + s(ε(text) − ε(∅)) with no image anywhere = the text-only run
+    zero = tiny_pipe(make_image(), "calm", image_guidance_scale=0.0, generator=_gen(), **kw).audios
+    text_only = tiny_pipe(make_image(), "calm", use_image=False, generator=_gen(), **kw).audios
+    assert torch.allclose(zero, text_only, atol=1e-5)
+
+
+@pytest.mark.parametrize("scheduler_cls", [DDPMScheduler, DPMSolverMultistepScheduler])
+def test_other_schedulers(tiny_pipe, scheduler_cls):
+    tiny_pipe.scheduler = scheduler_cls.from_config(tiny_pipe.scheduler.config)
+    out = tiny_pipe(make_image(), "calm", num_inference_steps=STEPS, audio_length_in_s=0.5, generator=_gen())
+    assert out.audios.shape == (1, 8000) and np.isfinite(out.audios).all()
+    assert out.parameters["scheduler"] == scheduler_cls.__name__
+
+
+def test_capture_modes(tiny_pipe):
+    tiny_pipe.synapse.set_alphas(0.1)
+    kw = dict(num_inference_steps=STEPS, output_type="latent", generator=None)
+    inv = tiny_pipe(
+        make_image(), "calm", guidance_capture="inversion", latents=torch.zeros(1, 8, 32, 16), **kw
+    )
+    rev = tiny_pipe(make_image(), "calm", guidance_capture="reverse", latents=torch.zeros(1, 8, 32, 16), **kw)
+    assert inv.audios.shape == rev.audios.shape
+    assert (
+        inv.parameters["guidance_capture"] == "inversion" and rev.parameters["guidance_capture"] == "reverse"
+    )
+
+
+def test_save_load_roundtrip_gives_identical_audio(tiny_pipe, tmp_path):
+    tiny_pipe.synapse.set_alphas([0.1, -0.1, 0.05, 0.15])
+    tiny_pipe.save_pretrained(tmp_path / "model")
+    assert list((tmp_path / "model").rglob("*.bin")) == []  # safetensors only
+    assert (tmp_path / "model" / "synapse" / "diffusion_pytorch_model.safetensors").exists()
+    loaded = MeLFusionPipeline.from_pretrained(tmp_path / "model")
+    loaded.set_progress_bar_config(disable=True)
+    a = tiny_pipe(make_image(), "calm piano", num_inference_steps=STEPS, generator=_gen(3)).audios
+    b = loaded(make_image(), "calm piano", num_inference_steps=STEPS, generator=_gen(3)).audios
+    assert np.array_equal(a, b)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        (dict(prompt=""), "prompt is empty"),
+        (dict(prompt="   "), "prompt is empty"),
+        (dict(audio_length_in_s=0), "out of range"),
+        (dict(audio_length_in_s=-3.0), "out of range"),
+        (dict(audio_length_in_s=float("nan")), "number of seconds"),
+        (dict(num_inference_steps=0), "num_inference_steps"),
+        (dict(num_inference_steps=2.5), "num_inference_steps"),
+        (dict(guidance_scale=-1.0), "guidance scale"),
+        (dict(num_waveforms_per_prompt=0), "num_waveforms_per_prompt"),
+        (dict(prompt=["a", "b", "c"], image=[make_image(0), make_image(1)]), "2 images for 3 prompts"),
+        (dict(negative_prompt=["x", "y"]), "negative prompts"),
+        (dict(output_type="wav"), "output_type"),
+        (dict(guidance_capture="both"), "guidance_capture"),
+    ],
+)
+def test_bad_inputs(tiny_pipe, kwargs, message):
+    call = dict(image=make_image(), prompt="calm", num_inference_steps=2)
+    call.update(kwargs)
+    with pytest.raises(MelfusionInputError, match=message):
+        tiny_pipe(**call)
+
+
+def test_bad_image_files(tiny_pipe, tmp_path, monkeypatch):
+    with pytest.raises(MelfusionInputError, match="image not found"):
+        tiny_pipe(tmp_path / "nope.png", "calm", num_inference_steps=2)
+    text = tmp_path / "notes.png"
+    text.write_text("this is not an image")
+    with pytest.raises(MelfusionInputError, match="not an image file"):
+        tiny_pipe(text, "calm", num_inference_steps=2)
+    big = tmp_path / "big.png"
+    make_image(size=(300, 300)).save(big)
+    monkeypatch.setattr("melfusion.guidance.preprocess.MAX_IMAGE_PIXELS", 50_000)
+    with pytest.raises(MelfusionInputError, match="image too large"):
+        tiny_pipe(big, "calm", num_inference_steps=2)
