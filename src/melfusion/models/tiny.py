@@ -152,5 +152,4 @@ def build_default_pipeline(seed: int = 0):
     from melfusion.pipelines.melfusion import MeLFusionPipeline
 
     pipe = MeLFusionPipeline(**build_tiny_components(pretrained_text_encoder=True, seed=seed))
-    pipe.model_name = f"melfusion-tiny-random (seed {seed}; untrained)"
     return pipe

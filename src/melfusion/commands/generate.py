@@ -1,0 +1,212 @@
+"""`melfusion generate`: music from an image and a text prompt."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+from melfusion.errors import MelfusionInputError
+
+SCHEDULERS = ("ddim", "ddpm", "dpmsolver++")
+AUDIO_SUFFIXES = (".wav", ".flac")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "generate",
+        help="generate music from an image and a text prompt",
+        description="Generate music that fits an image and a text prompt (MeLFusion).",
+    )
+    p.add_argument("--image", required=True, help="input image (PNG, JPEG, WebP, ...)")
+    p.add_argument("--text", required=True, help='text prompt, e.g. "a soft folk track on violin"')
+    p.add_argument(
+        "--out",
+        required=True,
+        help="output audio file (.wav or .flac); a .json sidecar is written next to it",
+    )
+    p.add_argument("--negative", default=None, help="negative prompt for classifier-free guidance")
+    p.add_argument(
+        "--seconds", type=float, default=None, help="clip length in seconds (default: the model's)"
+    )
+    p.add_argument("--steps", type=int, default=50, help="denoising steps (default 50)")
+    p.add_argument(
+        "--guidance", type=float, default=7.0, help="text guidance scale (default 7, as in the paper)"
+    )
+    p.add_argument(
+        "--image-guidance",
+        type=float,
+        default=None,
+        help="separate image guidance scale (three CFG branches); default: image used in both branches",
+    )
+    p.add_argument(
+        "--seed", type=int, default=None, help="random seed (default: drawn and recorded in the sidecar)"
+    )
+    p.add_argument("--num-samples", type=int, default=1, help="number of clips (out_0.wav, out_1.wav, ...)")
+    p.add_argument("--model", default=None, help="pipeline folder (default: the embedded model)")
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N, mps or auto (default)")
+    p.add_argument("--scheduler", choices=SCHEDULERS, default=None, help="sampler (default: the model's)")
+    p.add_argument(
+        "--capture",
+        choices=("inversion", "reverse"),
+        default="inversion",
+        help="image K/V capture: during DDIM inversion (default, N image UNet calls) or a separate reverse pass (2N)",
+    )
+    p.add_argument(
+        "--loudness",
+        type=float,
+        default=None,
+        help="loudness target in LUFS, e.g. -14 (default: peak-safe only)",
+    )
+    p.set_defaults(func=run)
+
+
+def _validate(args: argparse.Namespace) -> None:
+    """Fail fast, before any model is loaded."""
+    from melfusion.guidance.preprocess import load_image
+
+    load_image(args.image)  # missing / unreadable / not an image / huge → MelfusionInputError
+    if not args.text.strip():
+        raise MelfusionInputError(
+            "the text prompt is empty; describe the music, e.g. --text 'a calm piano piece'"
+        )
+    if Path(args.out).suffix.lower() not in AUDIO_SUFFIXES:
+        raise MelfusionInputError(f"--out must end in .wav or .flac, got {args.out!r}")
+    if args.seconds is not None and (not math.isfinite(args.seconds) or not 0 < args.seconds <= 600):
+        raise MelfusionInputError(f"--seconds must be in (0, 600], got {args.seconds}")
+    if not 1 <= args.steps <= 1000:
+        raise MelfusionInputError(f"--steps must be in [1, 1000], got {args.steps}")
+    if not math.isfinite(args.guidance) or args.guidance < 0:
+        raise MelfusionInputError(f"--guidance must be >= 0, got {args.guidance}")
+    if args.image_guidance is not None and (
+        not math.isfinite(args.image_guidance) or args.image_guidance < 0
+    ):
+        raise MelfusionInputError(f"--image-guidance must be >= 0, got {args.image_guidance}")
+    if not 1 <= args.num_samples <= 64:
+        raise MelfusionInputError(f"--num-samples must be in [1, 64], got {args.num_samples}")
+    if args.model is not None:
+        check_model_folder(args.model)
+
+
+def check_model_folder(path: str | os.PathLike) -> None:
+    p = Path(path)
+    if not p.is_dir():
+        raise MelfusionInputError(f"model folder not found: {p} (give a folder written by save_pretrained)")
+    index = p / "model_index.json"
+    if not index.is_file():
+        raise MelfusionInputError(
+            f"{p} is not a melfusion model folder: no model_index.json (convert a checkpoint with "
+            "'melfusion convert' or save one with MeLFusionPipeline.save_pretrained)"
+        )
+    try:
+        name = json.loads(index.read_text()).get("_class_name")
+    except (OSError, json.JSONDecodeError) as err:
+        raise MelfusionInputError(f"{index} is unreadable or not JSON ({err})") from None
+    if name != "MeLFusionPipeline":
+        raise MelfusionInputError(f"{p} holds a {name!r} pipeline, not a MeLFusionPipeline")
+
+
+def resolve_device(name: str) -> str:
+    import torch
+
+    if name == "auto":
+        if torch.cuda.is_available():
+            return "cuda"
+        return "mps" if torch.backends.mps.is_available() else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise MelfusionInputError(
+            f"--device {name}: CUDA is not available on this machine (use --device cpu)"
+        )
+    if name not in ("cpu", "mps") and not name.startswith("cuda"):
+        raise MelfusionInputError(f"--device must be cpu, cuda, cuda:N, mps or auto, got {name!r}")
+    return name
+
+
+def load_pipeline(model: str | None, device: str) -> tuple[Any, str]:
+    """(pipeline, model name for the sidecar). ``model=None`` → the embedded default."""
+    from melfusion.pipelines.melfusion import MeLFusionPipeline
+
+    if model is None:
+        from melfusion.models.embedded import load_embedded_pipeline
+
+        pipe, name = load_embedded_pipeline()
+    else:
+        try:
+            pipe = MeLFusionPipeline.from_pretrained(model, local_files_only=True)
+        except (OSError, ValueError, KeyError) as err:
+            raise MelfusionInputError(
+                f"could not load the model folder {model}: {str(err).splitlines()[0]}"
+            ) from None
+        name = str(Path(model).resolve())
+    return pipe.to(device), name
+
+
+def set_scheduler(pipe: Any, name: str | None) -> None:
+    from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
+
+    if name is None:
+        return
+    cls = {"ddim": DDIMScheduler, "ddpm": DDPMScheduler, "dpmsolver++": DPMSolverMultistepScheduler}[name]
+    extra = {"algorithm_type": "dpmsolver++"} if name == "dpmsolver++" else {}
+    pipe.scheduler = cls.from_config(pipe.scheduler.config, **extra)
+
+
+def output_paths(out: str | os.PathLike, n: int) -> list[Path]:
+    out = Path(out)
+    if n == 1:
+        return [out]
+    return [out.with_name(f"{out.stem}_{i}{out.suffix}") for i in range(n)]
+
+
+def run(args: argparse.Namespace) -> int:
+    _validate(args)
+    import torch
+    import transformers
+
+    from melfusion import __version__
+    from melfusion.audio.io import save_audio
+    from melfusion.utils.files import sha256_file
+
+    transformers.logging.set_verbosity_error()
+    device = resolve_device(args.device)
+    seed = args.seed if args.seed is not None else random.SystemRandom().randrange(2**31)
+    pipe, model_name = load_pipeline(args.model, device)
+    set_scheduler(pipe, args.scheduler)
+    generator = torch.Generator(device="cpu").manual_seed(seed)
+    start = time.perf_counter()
+    result = pipe(
+        image=args.image,
+        prompt=args.text,
+        negative_prompt=args.negative,
+        audio_length_in_s=args.seconds,
+        num_inference_steps=args.steps,
+        guidance_scale=args.guidance,
+        image_guidance_scale=args.image_guidance,
+        num_waveforms_per_prompt=args.num_samples,
+        generator=generator,
+        guidance_capture=args.capture,
+        seed=seed,
+    )
+    elapsed = time.perf_counter() - start
+    image_sha = sha256_file(args.image)
+    paths = output_paths(args.out, args.num_samples)
+    for i, (path, audio) in enumerate(zip(paths, result.audios)):
+        meta = {
+            **result.parameters,
+            "model": model_name,
+            "image": str(Path(args.image).resolve()),
+            "image_file_sha256": image_sha,
+            "sample_index": i,
+            "device": device,
+            "generation_seconds": round(elapsed, 3),
+            "melfusion_version": __version__,
+            "command": "melfusion generate",
+        }
+        save_audio(path, audio, result.sample_rate, loudness_lufs=args.loudness, metadata=meta)
+        print(f"wrote {path} ({len(audio) / result.sample_rate:.2f} s, seed {seed})")
+    return 0
