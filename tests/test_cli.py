@@ -6,7 +6,7 @@ import sys
 
 import pytest
 import soundfile as sf
-from conftest import make_image
+from melfusion_testing import make_image
 
 from melfusion.cli import main
 

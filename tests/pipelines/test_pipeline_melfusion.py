@@ -3,8 +3,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import make_image
 from diffusers import DDPMScheduler, DPMSolverMultistepScheduler
+from melfusion_testing import make_image
 
 from melfusion.errors import MelfusionInputError
 from melfusion.pipelines.melfusion import MeLFusionPipeline

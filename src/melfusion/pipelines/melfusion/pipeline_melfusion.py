@@ -171,7 +171,7 @@ class MeLFusionPipeline(DiffusionPipeline):
         """Prompts → (B, S, D) token states and (B, S) bool mask (padding to the longest in the batch)."""
         tokenizer = tokenizer or self.tokenizer
         text_encoder = text_encoder or self.text_encoder
-        max_len = min(int(getattr(tokenizer, "model_max_length", 512) or 512), 512)
+        max_len = max_text_length(tokenizer, text_encoder)
         tok = tokenizer(prompts, padding=True, truncation=True, max_length=max_len, return_tensors="pt")
         ids = tok.input_ids.to(device)
         mask = tok.attention_mask.to(device)
@@ -185,7 +185,7 @@ class MeLFusionPipeline(DiffusionPipeline):
             [""],
             padding="max_length",
             truncation=True,
-            max_length=min(int(self.image_tokenizer.model_max_length), 512),
+            max_length=max_text_length(self.image_tokenizer, self.image_text_encoder),
             return_tensors="pt",
         )
         return self.image_text_encoder(input_ids=tok.input_ids.to(device))[0].to(self.image_unet.dtype)
@@ -418,6 +418,15 @@ class MeLFusionPipeline(DiffusionPipeline):
         if output_type == "np":
             audio = audio.cpu().numpy()
         return MeLFusionPipelineOutput(audios=audio, sample_rate=sr, parameters=params)
+
+
+def max_text_length(tokenizer: Any, text_encoder: Any) -> int:
+    """Token budget: the tokenizer's limit, capped by the encoder's position table (BERT-style) and 512."""
+    limit = int(getattr(tokenizer, "model_max_length", 512) or 512)
+    positions = getattr(getattr(text_encoder, "config", None), "max_position_embeddings", None)
+    if isinstance(positions, int) and positions > 0:
+        limit = min(limit, positions)
+    return min(limit, 512)
 
 
 def _pad_to(states: torch.Tensor, mask: torch.Tensor, seq: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -1,0 +1,275 @@
+"""Cost of MeLFusion sampling relative to text-only sampling with the same music UNet, same steps.
+
+Prints, measured in one run (this machine is noisy; each figure is the best of --repeats):
+  * ratio_1   = time(MeLFusion, 1 sample, image guidance computed from scratch incl. VAE encode + inversion)
+                / time(text only, 1 sample)                                   target <= 1.6
+  * ratio_4   = time(MeLFusion, 4 samples sharing one image, from scratch) / time(text only, 4 samples)
+                (= the per-sample ratio)                                      target <= 1.15
+  * the same with capture="reverse" (Algorithm 2's separate reverse pass) and with a warm guidance cache,
+  * peak memory (CUDA: max allocated per phase; CPU: process peak RSS) and the size of the cached guidance,
+  * fidelity of capture="inversion" against capture="reverse": cosine of the captured K/V and the change
+    of the sampled music latent, next to the change caused by swapping the image (for scale).
+
+Configs (random weights; both UNets have equal token counts per level, as TANGO 256×16 vs SD 64×64):
+  default  full-width (320/640/1280/1280, TANGO/SD block layout and head counts, cross-attention 1024),
+           1 layer per block, music latent 8×64×16 vs image latent 4×32×32 — minutes on a 2-core CPU.
+  --full   the real TANGO and SD-2.1 UNet configs (2 layers per block, 8×256×16 vs 4×64×64) — use a GPU.
+
+    python benchmarks/bench_sampling.py [--steps 10] [--full] [--device cuda] [--dtype bf16]
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import sys
+import time
+
+import numpy as np
+import torch
+from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
+from PIL import Image
+from transformers import BertConfig, BertModel
+
+from melfusion.models.synapse import VisualSynapse
+from melfusion.models.tiny import _SD_LIKE_SCHEDULER, minilm_path
+from melfusion.models.vocoder import GriffinLimVocoder
+from melfusion.pipelines.melfusion import MeLFusionPipeline
+
+TANGO_LAYOUT = dict(
+    block_out_channels=(320, 640, 1280, 1280),
+    down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
+    up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+    attention_head_dim=[5, 10, 20, 20],
+    cross_attention_dim=1024,
+    use_linear_projection=True,
+)
+
+
+def build(full: bool, seed: int = 0) -> MeLFusionPipeline:
+    from transformers import AutoTokenizer
+
+    torch.manual_seed(seed)
+    lpb = 2 if full else 1
+    music_size = (256, 16) if full else (64, 16)
+    image_size = 64 if full else 32
+    unet = UNet2DConditionModel(
+        sample_size=music_size,
+        in_channels=8,
+        out_channels=8,
+        layers_per_block=lpb,
+        upcast_attention=True,
+        **TANGO_LAYOUT,
+    )
+    image_unet = UNet2DConditionModel(
+        sample_size=image_size, in_channels=4, out_channels=4, layers_per_block=lpb, **TANGO_LAYOUT
+    )
+    vae = AutoencoderKL(  # AudioLDM-S VAE shape: 1 → 8 latent channels, 4× per axis
+        in_channels=1,
+        out_channels=1,
+        latent_channels=8,
+        block_out_channels=(128, 256, 512),
+        down_block_types=("DownEncoderBlock2D",) * 3,
+        up_block_types=("UpDecoderBlock2D",) * 3,
+        layers_per_block=2,
+        scaling_factor=0.9228,
+    )
+    image_vae = AutoencoderKL(  # SD VAE: 3 → 4 latent channels, 8× per axis
+        in_channels=3,
+        out_channels=3,
+        latent_channels=4,
+        block_out_channels=(128, 256, 512, 512),
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
+        layers_per_block=2,
+        scaling_factor=0.18215,
+        sample_size=image_size * 8,
+    )
+    tokenizer = AutoTokenizer.from_pretrained(minilm_path())
+    text = BertModel(
+        BertConfig(
+            hidden_size=1024,
+            num_hidden_layers=1,
+            num_attention_heads=8,
+            intermediate_size=1024,
+            max_position_embeddings=128,
+        )
+    )
+    sched = DDIMScheduler(prediction_type="v_prediction", **_SD_LIKE_SCHEDULER)
+    pipe = MeLFusionPipeline(
+        text_encoder=text.eval(),
+        tokenizer=tokenizer,
+        unet=unet.eval(),
+        vae=vae.eval(),
+        vocoder=GriffinLimVocoder(),
+        scheduler=sched,
+        image_unet=image_unet.eval(),
+        image_vae=image_vae.eval(),
+        image_scheduler=DDIMScheduler(prediction_type="v_prediction", **_SD_LIKE_SCHEDULER),
+        image_text_encoder=text.eval(),
+        image_tokenizer=tokenizer,
+        synapse=VisualSynapse.from_unets(unet, image_unet),
+    )
+    pipe.synapse.set_alphas(0.1)  # non-zero so the synapse does real work
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def image(seed: int, size: int = 512) -> Image.Image:
+    rng = np.random.default_rng(seed)
+    base = rng.random((8, 8, 3))
+    arr = np.kron(base, np.ones((size // 8, size // 8, 1)))
+    return Image.fromarray((arr * 255).astype(np.uint8))
+
+
+def sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def timed(pipe, device, repeats, fresh_cache=True, **kw) -> tuple[float, float]:
+    """(best seconds, peak CUDA MiB or nan) over repeats."""
+    best, peak = float("inf"), float("nan")
+    for _ in range(repeats):
+        if fresh_cache:
+            pipe.guidance_cache.clear()
+        if device.startswith("cuda"):
+            torch.cuda.reset_peak_memory_stats()
+        sync(device)
+        t0 = time.perf_counter()
+        pipe(output_type="latent", progress=False, generator=torch.Generator().manual_seed(0), **kw)
+        sync(device)
+        best = min(best, time.perf_counter() - t0)
+        if device.startswith("cuda"):
+            peak = torch.cuda.max_memory_allocated() / 2**20
+    return best, peak
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--steps", type=int, default=10)
+    ap.add_argument("--full", action="store_true")
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--dtype", choices=["fp32", "fp16", "bf16"], default="fp32")
+    ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--seconds", type=float, default=None)
+    args = ap.parse_args()
+    dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[args.dtype]
+    pipe = build(args.full).to(args.device)
+    if dtype != torch.float32:
+        pipe = pipe.to(dtype=dtype)
+    seconds = args.seconds or pipe.default_audio_length_in_s
+    n_params = sum(p.numel() for p in pipe.unet.parameters()) / 1e6
+    n_img = sum(p.numel() for p in pipe.image_unet.parameters()) / 1e6
+    print(
+        f"config: {'full TANGO/SD-2.1' if args.full else 'reduced full-width'}; music UNet {n_params:.0f}M, "
+        f"image UNet {n_img:.0f}M params; {args.steps} steps; {seconds:.2f} s clip; device {args.device}, "
+        f"{args.dtype}; torch threads {torch.get_num_threads()}"
+    )
+    common = dict(
+        prompt="a calm folk song on acoustic guitar",
+        num_inference_steps=args.steps,
+        audio_length_in_s=seconds,
+        guidance_scale=7.0,
+    )
+    img = image(0)
+    timed(pipe, args.device, 1, image=img, **common)  # warm-up
+
+    rows = []
+    for n in (1, 4):
+        t_text, m_text = timed(
+            pipe, args.device, args.repeats, image=img, use_image=False, num_waveforms_per_prompt=n, **common
+        )
+        t_inv, m_inv = timed(
+            pipe,
+            args.device,
+            args.repeats,
+            image=img,
+            num_waveforms_per_prompt=n,
+            guidance_capture="inversion",
+            **common,
+        )
+        t_rev, m_rev = timed(
+            pipe,
+            args.device,
+            args.repeats,
+            image=img,
+            num_waveforms_per_prompt=n,
+            guidance_capture="reverse",
+            **common,
+        )
+        t_hot, _ = timed(
+            pipe,
+            args.device,
+            args.repeats,
+            fresh_cache=False,
+            image=img,
+            num_waveforms_per_prompt=n,
+            guidance_capture="inversion",
+            **common,
+        )
+        rows.append((n, t_text, t_inv, t_rev, t_hot, m_text, m_inv, m_rev))
+
+    print("\nsamples  text-only s  melfusion s (ratio)   reverse-pass s (ratio)  warm-cache s (ratio)")
+    for n, t_text, t_inv, t_rev, t_hot, *_ in rows:
+        print(
+            f"{n:7d}  {t_text:11.2f}  {t_inv:8.2f} ({t_inv / t_text:4.2f})      {t_rev:8.2f} ({t_rev / t_text:4.2f})"
+            f"        {t_hot:8.2f} ({t_hot / t_text:4.2f})"
+        )
+    r1, r4 = rows[0][2] / rows[0][1], rows[1][2] / rows[1][1]
+    print(f"\nratio_1 = {r1:.3f} (target <= 1.6: {'PASS' if r1 <= 1.6 else 'MISS'})")
+    print(
+        f"ratio_4 = {r4:.3f} per sample, 4 samples sharing one image (target <= 1.15: "
+        f"{'PASS' if r4 <= 1.15 else 'MISS'})"
+    )
+
+    g_inv = pipe.visual_guidance(img, args.steps, "inversion", progress=False)
+    g_rev = pipe.visual_guidance(img, args.steps, "reverse", progress=False)
+    kv_bytes = g_inv.nbytes() - sum(z.numel() * z.element_size() for z in g_inv.latents)
+    print(
+        f"\ncached guidance per image: {g_inv.nbytes() / 2**20:.1f} MiB "
+        f"(K/V {kv_bytes / 2**20:.1f} MiB for {args.steps} steps × {g_inv.num_layers} layers)"
+    )
+    if args.device.startswith("cuda"):
+        print(
+            "peak CUDA memory MiB (text-only / melfusion / reverse): "
+            + "; ".join(
+                f"{n} sample(s): {m_text:.0f} / {m_inv:.0f} / {m_rev:.0f}"
+                for n, _, _, _, _, m_text, m_inv, m_rev in rows
+            )
+        )
+    print(f"process peak RSS: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**10:.0f} MiB")
+
+    # Fidelity of capture during inversion vs the separate reverse pass.
+    cos = []
+    for s_inv, s_rev in zip(g_inv.kv, g_rev.kv):
+        for (k_i, v_i), (k_r, v_r) in zip(s_inv, s_rev):
+            for a, b in ((k_i, k_r), (v_i, v_r)):
+                cos.append(
+                    torch.nn.functional.cosine_similarity(a.float().flatten(), b.float().flatten(), 0).item()
+                )
+    lat = {}
+    for name, kw in (
+        ("inv", dict(image=img, guidance_capture="inversion")),
+        ("rev", dict(image=img, guidance_capture="reverse")),
+        ("other", dict(image=image(1), guidance_capture="inversion")),
+        ("text", dict(image=img, use_image=False)),
+    ):
+        lat[name] = pipe(
+            output_type="latent", progress=False, generator=torch.Generator().manual_seed(0), **common, **kw
+        ).audios.float()
+    rel = lambda a, b: ((a - b).norm() / b.norm()).item()  # noqa: E731
+    print(
+        f"\nfidelity, capture during inversion vs reverse pass: K/V cosine min {min(cos):.4f}, "
+        f"mean {np.mean(cos):.4f}"
+    )
+    print(
+        f"music latent change: inversion vs reverse {rel(lat['inv'], lat['rev']):.4f}; "
+        f"other image vs this image {rel(lat['other'], lat['inv']):.4f}; "
+        f"image vs text-only {rel(lat['inv'], lat['text']):.4f}  (α = 0.1, random weights)"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
