@@ -13,6 +13,7 @@ _COMMAND_MODULES = (
     "melfusion.commands.generate",
     "melfusion.commands.convert",
     "melfusion.commands.evaluate",
+    "melfusion.commands.data",
 )
 
 
