@@ -12,6 +12,7 @@ from melfusion.errors import MelfusionInputError
 _COMMAND_MODULES = (
     "melfusion.commands.generate",
     "melfusion.commands.convert",
+    "melfusion.commands.train",
     "melfusion.commands.evaluate",
     "melfusion.commands.data",
 )

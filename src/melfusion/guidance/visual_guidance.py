@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 
 from melfusion.guidance.capture import capture_decoder_self_attention
 
-CAPTURE_MODES = ("reverse", "inversion")
+CAPTURE_MODES = ("reverse", "inversion")  # "none" (inversion only) is internal, see ddim_invert
 
 
 @dataclass
@@ -118,7 +118,7 @@ def compute_visual_guidance(
     image_latent: torch.Tensor,
     *,
     unet: UNet2DConditionModel,
-    scheduler: DDIMScheduler,
+    scheduler: DDIMScheduler | None,
     inverse_scheduler: DDIMInverseScheduler,
     null_prompt_embeds: torch.Tensor,
     num_inference_steps: int,
@@ -133,7 +133,7 @@ def compute_visual_guidance(
     capture="inversion": capture during the inversion pass itself (N calls). DDIM inversion evaluates
     ε_ψ(z_{t_prev}, ∅, t) to step z_{t_prev} → z_t; the capture of that call is used for timestep t, the same
     approximation (ε(z_{t_prev}, t) ≈ ε(z_t, t)) inversion itself rests on."""
-    if capture not in CAPTURE_MODES:
+    if capture not in (*CAPTURE_MODES, "none"):
         raise ValueError(f"capture must be one of {CAPTURE_MODES}, got {capture!r}")
     if image_latent.shape[0] != 1:
         raise ValueError("compute_visual_guidance takes one image latent (1, C, h, w)")
@@ -141,7 +141,6 @@ def compute_visual_guidance(
     z = image_latent.to(device=device, dtype=dtype)
     null = null_prompt_embeds.to(device=device, dtype=dtype)
     inverse_scheduler.set_timesteps(num_inference_steps, device=device)
-    scheduler.set_timesteps(num_inference_steps, device=device)
 
     latents = [z]
     captured: dict[int, list[tuple[torch.Tensor, torch.Tensor]]] = {}
@@ -161,6 +160,8 @@ def compute_visual_guidance(
             bar.update()
         reconstruction = None
         if capture == "reverse":
+            assert scheduler is not None
+            scheduler.set_timesteps(num_inference_steps, device=device)
             for t in scheduler.timesteps:  # descending
                 eps = unet(z, t, encoder_hidden_states=null).sample
                 captured[int(t)] = list(store)  # type: ignore[arg-type]
@@ -194,6 +195,63 @@ def ddim_reconstruct(
         eps = unet(z, t, encoder_hidden_states=null_prompt_embeds).sample
         z = scheduler.step(eps, t, z).prev_sample
     return z
+
+
+@dataclass
+class InversionTrajectory:
+    """DDIM inversion path of one image latent: ``latents[0]`` = z_0, ``latents[i + 1]`` = z at
+    ``timesteps[i]`` (ascending). Training (Alg. 1, line 7) evaluates ε_ψ(z^I_t, ∅, t) on it."""
+
+    timesteps: torch.Tensor  # (N,) long, ascending
+    latents: torch.Tensor  # (N + 1, C, h, w)
+
+    def latent_at(self, t: torch.Tensor) -> torch.Tensor:
+        """(B,) timesteps → (B, C, h, w) latents of the nearest inversion step."""
+        ts = self.timesteps.to(t.device)
+        idx = (ts[None, :] - t[:, None].to(ts.dtype)).abs().argmin(dim=1)  # (B,)
+        return self.latents.to(t.device)[idx + 1]
+
+
+@torch.no_grad()
+def ddim_invert(
+    image_latent: torch.Tensor,
+    *,
+    unet: UNet2DConditionModel,
+    inverse_scheduler: DDIMInverseScheduler,
+    null_prompt_embeds: torch.Tensor,
+    num_inference_steps: int,
+) -> InversionTrajectory:
+    """DDIM inversion z_0 → z_T with the null prompt, keeping every intermediate latent."""
+    g = compute_visual_guidance(
+        image_latent,
+        unet=unet,
+        scheduler=None,
+        inverse_scheduler=inverse_scheduler,
+        null_prompt_embeds=null_prompt_embeds,
+        num_inference_steps=num_inference_steps,
+        capture="none",
+        progress=False,
+    )
+    return InversionTrajectory(inverse_scheduler.timesteps.detach().cpu().long(), torch.cat(g.latents).cpu())
+
+
+@torch.no_grad()
+def image_kv_at(
+    unet: UNet2DConditionModel,
+    latents: torch.Tensor,
+    timesteps: torch.Tensor,
+    null_prompt_embeds: torch.Tensor,
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Decoder self-attention K/V of ε_ψ(z^I_t, ∅, t) for a batch: latents (B, C, h, w), timesteps (B,)
+    → per layer (K, V), each (B, N_l, C_l)."""
+    null = null_prompt_embeds.to(device=unet.device, dtype=unet.dtype).expand(latents.shape[0], -1, -1)
+    with capture_decoder_self_attention(unet) as store:
+        unet(
+            latents.to(device=unet.device, dtype=unet.dtype),
+            timesteps.to(unet.device),
+            encoder_hidden_states=null,
+        )
+        return list(store)  # type: ignore[arg-type]
 
 
 def schedule_key(scheduler_config: dict, num_inference_steps: int, capture: str) -> str:

@@ -1,0 +1,46 @@
+"""`melfusion train`: Algorithm 1 with accelerate (`accelerate launch -m melfusion.cli train ...` to scale)."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "train",
+        help="train the music UNet and the visual synapse α on triplet data",
+        description="Train MeLFusion (paper Algorithm 1). Settings come from --config and SECTION.KEY=VALUE "
+        "overrides, e.g. train.max_steps=1000 optim.lr_alpha=1e-5 data.train_manifest=train.jsonl.",
+    )
+    p.add_argument("--config", default=None, help="YAML file with model/data/optim/train sections")
+    p.add_argument("overrides", nargs="*", help="SECTION.KEY=VALUE settings applied after the file")
+    p.add_argument("--resume", default=None, help="'latest' or a checkpoint folder")
+    p.add_argument(
+        "--export", default=None, help="pipeline folder to write at the end (default: OUTPUT/final)"
+    )
+    p.add_argument("--no-export", action="store_true", help="do not write a pipeline folder at the end")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from melfusion.training.config import load_config
+
+    config = load_config(args.config, args.overrides)
+    config.validate()
+    import transformers
+
+    from melfusion.training.trainer import MeLFusionTrainer
+
+    transformers.logging.set_verbosity_error()
+    trainer = MeLFusionTrainer(config)
+    history = trainer.train(resume=args.resume)
+    if trainer.config.train.checkpoint_every:
+        trainer.save_checkpoint()
+    if not args.no_export:
+        path = trainer.export(args.export)
+        if trainer.accelerator.is_main_process:
+            print(f"exported pipeline to {path}")
+    if trainer.accelerator.is_main_process and history:
+        print(f"step {history[-1]['step']}: loss {history[-1]['loss']:.4f}")
+    trainer.accelerator.end_training()
+    return 0

@@ -1,0 +1,1 @@
+"""Training MeLFusion (paper Algorithm 1) with accelerate."""

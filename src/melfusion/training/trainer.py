@@ -1,0 +1,625 @@
+"""MeLFusion training (paper Algorithm 1) with accelerate: one code path from a CPU to DDP/FSDP/DeepSpeed.
+
+Per step, for a batch of ⟨image, text, music⟩:
+  z^M_0 = VAE(mel(music)) · s                                  (frozen audio VAE)
+  c     = T_M(text) (text → "" with prob. text_dropout)         (frozen text encoder)
+  z^I_t = DDIM-inverted image latent at the step nearest t      (frozen image LDM, Alg. 1 line 1)
+  K^I, V^I = decoder self-attention of ε_ψ(z^I_t, ∅, t)         (Alg. 1 line 7; row dropped w.p. image_dropout)
+  loss  = ‖target − ε_θ(z^M_t, c, t; K^I, V^I, α)‖²             (Eq. 7; target ε or v; optional min-SNR-γ)
+Only θ (music UNet) and α (synapse) receive gradients.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from accelerate import Accelerator
+from accelerate.utils import ProjectConfiguration, set_seed
+from diffusers.optimization import get_scheduler
+from diffusers.training_utils import EMAModel
+from tqdm.auto import tqdm
+
+from melfusion.audio.mel import MelConfig, mel_spectrogram
+from melfusion.data.cache import FeatureCache, fingerprint, model_fingerprint
+from melfusion.data.dataset import TripletDataset, collate_triplets
+from melfusion.data.manifest import read_manifest_with_problems
+from melfusion.errors import MelfusionInputError
+from melfusion.guidance.preprocess import tensor_sha256
+from melfusion.guidance.visual_guidance import (
+    InversionTrajectory,
+    ddim_invert,
+    encode_image_latent,
+    image_kv_at,
+    make_image_schedulers,
+)
+from melfusion.models.synapse import VisualSynapse
+from melfusion.pipelines.melfusion import MeLFusionPipeline
+from melfusion.training.config import ExperimentConfig, ModelConfig
+from melfusion.training.losses import diffusion_loss, diffusion_target, min_snr_weights
+from melfusion.utils.files import atomic_write_json
+
+logger = logging.getLogger(__name__)
+CHECKPOINT_RE = re.compile(r"^step-(\d+)$")
+
+
+class EpochSampler(torch.utils.data.Sampler[int]):
+    """A fresh permutation per epoch from (seed, epoch) alone, so a resumed run sees the same order."""
+
+    def __init__(self, n: int, seed: int = 0):
+        self.n, self.seed, self.epoch = n, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self):
+        g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        return iter(torch.randperm(self.n, generator=g).tolist())
+
+    def __len__(self) -> int:
+        return self.n
+
+
+class Denoiser(torch.nn.Module):
+    """The trainable part, music UNet ε_θ + synapse α, as one module so DDP/FSDP wrap both."""
+
+    def __init__(self, unet: torch.nn.Module, synapse: VisualSynapse):
+        super().__init__()
+        self.unet = unet
+        self.synapse = synapse
+
+    def forward(
+        self,
+        noisy: torch.Tensor,  # (B, C, T', F')
+        timesteps: torch.Tensor,  # (B,)
+        text_states: torch.Tensor,  # (B, S, D)
+        text_mask: torch.Tensor,  # (B, S) bool
+        image_kv: list[tuple[torch.Tensor, torch.Tensor]],  # per layer (B_img, N_l, C_l)
+        image_index: torch.Tensor,  # (B,) row → image row, -1 = none
+    ) -> torch.Tensor:
+        self.synapse.set_visual_features(image_kv, image_index, text_mask)
+        try:
+            return self.unet(
+                noisy, timesteps, encoder_hidden_states=text_states, encoder_attention_mask=text_mask
+            ).sample
+        finally:
+            self.synapse.clear_visual_features()
+
+
+def mel_config_for(pipe: MeLFusionPipeline) -> MelConfig:
+    """The mel front end matching the pipeline's vocoder."""
+    vocoder = pipe.vocoder
+    if hasattr(vocoder, "mel_config"):
+        return vocoder.mel_config
+    cfg = vocoder.config  # SpeechT5HifiGan (AudioLDM-S): STFT settings are AudioLDM's defaults
+    return MelConfig(
+        sample_rate=int(cfg.sampling_rate),
+        hop_length=int(np.prod(cfg.upsample_rates)),
+        n_mels=int(cfg.model_in_dim),
+    )
+
+
+def build_pipeline(config: ModelConfig, seed: int) -> MeLFusionPipeline:
+    if config.pretrained:
+        from melfusion.commands.generate import check_model_folder
+
+        check_model_folder(config.pretrained)
+        return MeLFusionPipeline.from_pretrained(config.pretrained, local_files_only=True)
+    from melfusion.models.tiny import build_tiny_components
+
+    return MeLFusionPipeline(
+        **build_tiny_components(
+            pretrained_text_encoder=config.tiny_pretrained_text_encoder,
+            channels=tuple(config.tiny_channels),
+            audio_seconds=config.tiny_audio_seconds,
+            image_size=config.tiny_image_size,
+            seed=seed,
+        )
+    )
+
+
+def find_checkpoint(output_dir: str | os.PathLike, which: str) -> Path:
+    """``which`` = "latest" or a checkpoint folder path."""
+    if which != "latest":
+        path = Path(which)
+        if not (path / "trainer_state.json").is_file():
+            raise MelfusionInputError(f"--resume {which}: not a checkpoint folder (no trainer_state.json)")
+        return path
+    root = Path(output_dir) / "checkpoints"
+    found = (
+        sorted(
+            (int(m.group(1)), p)
+            for p in root.glob("step-*")
+            if (m := CHECKPOINT_RE.match(p.name)) and (p / "trainer_state.json").is_file()
+        )
+        if root.is_dir()
+        else []
+    )
+    if not found:
+        raise MelfusionInputError(
+            f"--resume latest: no checkpoint under {root} (train without --resume first)"
+        )
+    return found[-1][1]
+
+
+class MeLFusionTrainer:
+    def __init__(self, config: ExperimentConfig, accelerator: Accelerator | None = None):
+        config.validate()
+        self.config = config
+        t = config.train
+        self.output_dir = Path(t.output_dir)
+        log_with = None
+        if t.report_to == "tensorboard":
+            try:
+                import tensorboard  # noqa: F401
+
+                log_with = "tensorboard"
+            except ImportError:
+                logger.info("tensorboard is not installed; logging to the console only")
+        self.accelerator = accelerator or Accelerator(
+            gradient_accumulation_steps=t.gradient_accumulation_steps,
+            mixed_precision=t.mixed_precision,
+            log_with=log_with,
+            project_config=ProjectConfiguration(project_dir=str(self.output_dir)),
+        )
+        set_seed(t.seed)
+        device = self.accelerator.device
+
+        # Components: frozen parts in eval mode, no grad; trainable θ and α
+        pipe = build_pipeline(config.model, t.seed)
+        pipe.set_progress_bar_config(disable=True)
+        self.pipe = pipe.to(device)
+        for frozen in (
+            pipe.text_encoder,
+            pipe.vae,
+            pipe.vocoder,
+            pipe.image_unet,
+            pipe.image_vae,
+            pipe.image_text_encoder,
+        ):
+            frozen.requires_grad_(False)
+            frozen.eval()
+        pipe.unet.train()
+        pipe.unet.requires_grad_(t.train_unet)
+        pipe.synapse.requires_grad_(t.train_alpha)
+        if t.gradient_checkpointing:
+            pipe.unet.enable_gradient_checkpointing()
+        self.noise_scheduler = pipe.scheduler
+        self.mel_config = mel_config_for(pipe)
+        _, self.inverse_scheduler = make_image_schedulers(pipe.image_scheduler.config)
+        self.null_image_embeds = pipe.null_image_prompt_embeds(device)
+
+        # Data
+        seconds = config.data.audio_seconds or pipe.default_audio_length_in_s
+        frames, _ = pipe._num_frames(seconds)
+        self.num_samples = frames * self.mel_config.hop_length
+        self.train_set = self._dataset(config.data.train_manifest, random_crop=config.data.random_crop)
+        self.val_set = (
+            self._dataset(config.data.val_manifest, random_crop=False) if config.data.val_manifest else None
+        )
+        self.sampler = EpochSampler(len(self.train_set), seed=t.seed)
+        self.loader = torch.utils.data.DataLoader(
+            self.train_set,
+            batch_size=t.batch_size,
+            sampler=self.sampler,
+            drop_last=False,
+            num_workers=config.data.num_workers,
+            collate_fn=collate_triplets,
+            # own generator: creating an iterator draws a worker base seed, which must not consume the
+            # global RNG (else a resumed run, which creates one more iterator, draws different noise)
+            generator=torch.Generator().manual_seed(t.seed),
+        )
+
+        # Optimiser: separate learning rates for θ and α (paper Table 3: α at 1e-5)
+        self.model = Denoiser(pipe.unet, pipe.synapse)
+        groups = []
+        if t.train_unet:
+            groups.append({"params": list(pipe.unet.parameters()), "lr": config.optim.lr_unet})
+        if t.train_alpha:
+            groups.append({"params": list(pipe.synapse.parameters()), "lr": config.optim.lr_alpha})
+        o = config.optim
+        self.optimizer = torch.optim.AdamW(
+            groups, betas=(o.adam_beta1, o.adam_beta2), eps=o.adam_epsilon, weight_decay=o.weight_decay
+        )
+        self.lr_scheduler = get_scheduler(
+            o.lr_scheduler,
+            self.optimizer,
+            num_warmup_steps=o.warmup_steps * self.accelerator.num_processes,
+            num_training_steps=t.max_steps * self.accelerator.num_processes,
+        )
+        self.model, self.optimizer, self.loader, self.lr_scheduler = self.accelerator.prepare(
+            self.model, self.optimizer, self.loader, self.lr_scheduler
+        )
+        self.ema: EMAModel | None = None
+        if t.ema_decay is not None:
+            self.ema = EMAModel(self._trainable_parameters(), decay=t.ema_decay)
+            self.ema.to(device)
+            self.accelerator.register_for_checkpointing(self.ema)
+
+        self.cache = FeatureCache((t.cache_dir or self.output_dir / "cache") if t.use_cache else None)
+        self._trajectories: dict[str, InversionTrajectory] = {}
+        self._fp_image = model_fingerprint(pipe.image_unet) + model_fingerprint(pipe.image_vae)
+        self._fp_audio = model_fingerprint(pipe.vae)
+        self._fp_text = model_fingerprint(pipe.text_encoder)
+        self.global_step = 0
+        self.epoch = 0
+        self.batches_in_epoch = 0
+        self.num_skipped = 0
+        self.history: list[dict[str, float]] = []
+
+    # --------------------------------------------------------------------------------------------- data
+    def _dataset(self, manifest: str, random_crop: bool) -> TripletDataset:
+        records, problems = read_manifest_with_problems(manifest, self.config.data.format)
+        if problems:
+            logger.warning("skipped %d invalid manifest row(s), e.g. %s", len(problems), problems[0])
+        if self.config.data.check:
+            from melfusion.data.check import check_manifest
+
+            records = check_manifest(records, sample_rate=self.mel_config.sample_rate, progress=False).usable
+        return TripletDataset(
+            records,
+            sample_rate=self.mel_config.sample_rate,
+            num_samples=self.num_samples,
+            image_size=self.pipe.image_resolution,
+            random_crop=random_crop,
+            seed=self.config.train.seed,
+        )
+
+    def _trainable_parameters(self) -> list[torch.nn.Parameter]:
+        model = self.accelerator.unwrap_model(self.model)
+        return [p for p in model.parameters() if p.requires_grad]
+
+    # ----------------------------------------------------------------------------------- frozen parts
+    @torch.no_grad()
+    def encode_audio(self, audio: torch.Tensor) -> torch.Tensor:
+        """(B, T) waveforms → (B, C, T', F') latents sampled from the VAE posterior × scaling factor."""
+        mel = mel_spectrogram(audio.to(self.accelerator.device), self.mel_config)  # (B, frames, n_mels)
+        vae = self.pipe.vae
+        dist = vae.encode(mel.unsqueeze(1).to(vae.dtype)).latent_dist
+        return dist.sample() * vae.config.scaling_factor
+
+    @torch.no_grad()
+    def encode_audio_cached(self, batch: dict[str, Any]) -> torch.Tensor:
+        if not self.cache.enabled:
+            return self.encode_audio(batch["audio"])
+        means, logvars = [], []
+        for i in range(len(batch["text"])):
+            key = fingerprint([tensor_sha256(batch["audio"][i]), self._fp_audio, self.mel_config.to_dict()])
+
+            def compute(i=i) -> dict[str, torch.Tensor]:
+                mel = mel_spectrogram(batch["audio"][i : i + 1].to(self.accelerator.device), self.mel_config)
+                dist = self.pipe.vae.encode(mel.unsqueeze(1).to(self.pipe.vae.dtype)).latent_dist
+                return {"mean": dist.mean[0].cpu(), "logvar": dist.logvar[0].cpu()}
+
+            item = self.cache.get_or_compute("audio_latents", key, compute)
+            means.append(item["mean"])
+            logvars.append(item["logvar"])
+        mean = torch.stack(means).to(self.accelerator.device)
+        std = torch.exp(0.5 * torch.stack(logvars).to(self.accelerator.device))
+        return (mean + std * torch.randn_like(mean)) * self.pipe.vae.config.scaling_factor
+
+    @torch.no_grad()
+    def encode_text(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.pipe.encode_prompt(texts, self.accelerator.device)
+
+    @torch.no_grad()
+    def trajectory(self, pixels: torch.Tensor) -> InversionTrajectory:
+        """(3, H, W) image → its DDIM inversion trajectory (memory + disk cache)."""
+        steps = self.config.train.inversion_steps
+        key = fingerprint([tensor_sha256(pixels), self._fp_image, steps, dict(self.inverse_scheduler.config)])
+        if key in self._trajectories:
+            return self._trajectories[key]
+
+        def compute() -> dict[str, torch.Tensor]:
+            latent = encode_image_latent(self.pipe.image_vae, pixels[None])
+            traj = ddim_invert(
+                latent,
+                unet=self.pipe.image_unet,
+                inverse_scheduler=self.inverse_scheduler,
+                null_prompt_embeds=self.null_image_embeds,
+                num_inference_steps=steps,
+            )
+            return {"timesteps": traj.timesteps, "latents": traj.latents}
+
+        item = (
+            self.cache.get_or_compute("image_trajectory", key, compute) if self.cache.enabled else compute()
+        )
+        traj = InversionTrajectory(item["timesteps"].long(), item["latents"])
+        self._trajectories[key] = traj
+        return traj
+
+    @torch.no_grad()
+    def image_features(
+        self, pixel_values: torch.Tensor, timesteps: torch.Tensor
+    ) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """K^I, V^I of ε_ψ(z^I_t, ∅, t) for each row (Alg. 1 line 7), per layer (B, N_l, C_l)."""
+        z = torch.stack(
+            [self.trajectory(px).latent_at(t[None])[0] for px, t in zip(pixel_values, timesteps.cpu())]
+        )
+        return image_kv_at(self.pipe.image_unet, z, timesteps, self.null_image_embeds)
+
+    # ------------------------------------------------------------------------------------------ step
+    def compute_loss(
+        self,
+        batch: dict[str, Any],
+        generator: torch.Generator | None = None,
+        dropout: bool = True,
+        model: torch.nn.Module | None = None,
+    ) -> torch.Tensor:
+        device = self.accelerator.device
+        t_cfg = self.config.train
+        bsz = len(batch["text"])
+        latents = self.encode_audio_cached(batch)
+        if generator is None:
+            timesteps = torch.randint(
+                0, self.noise_scheduler.config.num_train_timesteps, (bsz,), device=device
+            )
+            noise = torch.randn_like(latents)
+            drop_text = torch.rand(bsz) < (t_cfg.text_dropout if dropout else 0.0)
+            drop_image = torch.rand(bsz) < (t_cfg.image_dropout if dropout else 0.0)
+        else:  # deterministic (validation loss)
+            timesteps = torch.randint(
+                0, self.noise_scheduler.config.num_train_timesteps, (bsz,), generator=generator
+            ).to(device)
+            noise = torch.randn(latents.shape, generator=generator).to(device, latents.dtype)
+            drop_text = drop_image = torch.zeros(bsz, dtype=torch.bool)
+        texts = ["" if d else txt for txt, d in zip(batch["text"], drop_text.tolist())]
+        states, mask = self.encode_text(texts)
+        kv = self.image_features(batch["pixel_values"].to(device), timesteps)
+        image_index = torch.arange(bsz, device=device)
+        image_index[drop_image.to(device)] = -1
+        noisy = self.noise_scheduler.add_noise(latents, noise, timesteps)
+        target = diffusion_target(self.noise_scheduler, latents, noise, timesteps)
+        pred = (model or self.model)(noisy, timesteps, states, mask, kv, image_index)
+        weights = None
+        if t_cfg.min_snr_gamma is not None:
+            weights = min_snr_weights(self.noise_scheduler, timesteps, t_cfg.min_snr_gamma)
+        return diffusion_loss(pred, target, weights)
+
+    def train(self, resume: str | None = None) -> list[dict[str, float]]:
+        t = self.config.train
+        acc = self.accelerator
+        if resume:
+            self.load_checkpoint(find_checkpoint(self.output_dir, resume))
+        if acc.is_main_process:
+            self.output_dir.mkdir(parents=True, exist_ok=True)
+            atomic_write_json(self.output_dir / "config.json", self.config.to_dict())
+        acc.init_trackers("melfusion", config=_flat(self.config.to_dict()))
+        bar = tqdm(
+            total=t.max_steps, initial=self.global_step, desc="train", disable=not acc.is_local_main_process
+        )
+        params = self._trainable_parameters()
+        running: list[float] = []
+        while self.global_step < t.max_steps:
+            if self.batches_in_epoch >= len(self.loader):  # resumed exactly at an epoch boundary
+                self.epoch += 1
+                self.batches_in_epoch = 0
+            self.train_set.set_epoch(self.epoch)
+            loader = (
+                acc.skip_first_batches(self.loader, self.batches_in_epoch)
+                if self.batches_in_epoch
+                else self.loader
+            )
+            # accelerate's loaders reset the sampler epoch to their own pass count on __iter__: align both
+            for dl in {id(self.loader): self.loader, id(loader): loader}.values():
+                if hasattr(dl, "set_epoch"):
+                    dl.set_epoch(self.epoch)
+            self.sampler.set_epoch(self.epoch)
+            for batch in loader:
+                self.batches_in_epoch += 1
+                self.num_skipped += int(batch.get("num_skipped", 0))
+                if len(batch["text"]) == 0:
+                    continue
+                with acc.accumulate(self.model):
+                    loss = self.compute_loss(batch)
+                    acc.backward(loss)
+                    if acc.sync_gradients and self.config.optim.max_grad_norm > 0:
+                        acc.clip_grad_norm_(params, self.config.optim.max_grad_norm)
+                    self.optimizer.step()
+                    self.lr_scheduler.step()
+                    self.optimizer.zero_grad(set_to_none=True)
+                running.append(float(acc.gather(loss.detach()[None]).mean()))
+                if not acc.sync_gradients:
+                    continue
+                self.global_step += 1
+                if self.ema is not None:
+                    self.ema.step(params)
+                bar.update()
+                record = {
+                    "step": self.global_step,
+                    "loss": float(np.mean(running)),
+                    "lr": self.lr_scheduler.get_last_lr()[0],
+                    "skipped_items": self.num_skipped,
+                }
+                running = []
+                self.history.append(record)
+                bar.set_postfix(loss=f"{record['loss']:.4f}")
+                if self.global_step % t.log_every == 0 or self.global_step == 1:
+                    acc.log({k: v for k, v in record.items() if k != "step"}, step=self.global_step)
+                if t.checkpoint_every and self.global_step % t.checkpoint_every == 0:
+                    self.save_checkpoint()
+                if self.val_set is not None and t.validate_every and self.global_step % t.validate_every == 0:
+                    self.validate()
+                if self.global_step >= t.max_steps:
+                    break
+            else:
+                self.epoch += 1
+                self.batches_in_epoch = 0
+        bar.close()
+        acc.wait_for_everyone()
+        return self.history
+
+    # ----------------------------------------------------------------------------------- checkpoints
+    def save_checkpoint(self) -> Path:
+        """Model, α, optimiser, LR scheduler, EMA, RNG states and data position, written atomically."""
+        acc = self.accelerator
+        root = self.output_dir / "checkpoints"
+        final = root / f"step-{self.global_step:07d}"
+        tmp = root / f".step-{self.global_step:07d}.tmp"
+        if acc.is_main_process:
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(parents=True)
+        acc.wait_for_everyone()
+        acc.save_state(str(tmp), safe_serialization=True)
+        if acc.is_main_process:
+            atomic_write_json(
+                tmp / "trainer_state.json",
+                {
+                    "global_step": self.global_step,
+                    "epoch": self.epoch,
+                    "batches_in_epoch": self.batches_in_epoch,
+                    "num_skipped": self.num_skipped,
+                    "num_processes": acc.num_processes,
+                },
+            )
+            if final.exists():
+                shutil.rmtree(final)
+            os.replace(tmp, final)
+            self._prune_checkpoints(root)
+        acc.wait_for_everyone()
+        return final
+
+    def _prune_checkpoints(self, root: Path) -> None:
+        keep = self.config.train.keep_checkpoints
+        found = sorted(
+            (int(m.group(1)), p) for p in root.glob("step-*") if (m := CHECKPOINT_RE.match(p.name))
+        )
+        for _, path in found[:-keep] if keep > 0 else []:
+            shutil.rmtree(path, ignore_errors=True)
+
+    def load_checkpoint(self, path: Path) -> None:
+        self.accelerator.load_state(str(path))
+        state = json.loads((path / "trainer_state.json").read_text())
+        self.global_step = int(state["global_step"])
+        self.epoch = int(state["epoch"])
+        self.batches_in_epoch = int(state["batches_in_epoch"])
+        self.num_skipped = int(state.get("num_skipped", 0))
+        logger.info("resumed from %s at step %d", path, self.global_step)
+
+    # ------------------------------------------------------------------------------------ validation
+    @torch.no_grad()
+    def validation_loss(self) -> float:
+        assert self.val_set is not None
+        gen = torch.Generator().manual_seed(1234)
+        losses = []
+        model = self.accelerator.unwrap_model(self.model)  # main process only: no DDP collectives
+        model.eval()
+        loader = torch.utils.data.DataLoader(
+            self.val_set, batch_size=self.config.train.batch_size, collate_fn=collate_triplets
+        )
+        for batch in loader:
+            if len(batch["text"]):
+                losses.append(float(self.compute_loss(batch, generator=gen, dropout=False, model=model)))
+        model.train()
+        return float(np.mean(losses)) if losses else math.nan
+
+    @torch.no_grad()
+    def validate(self) -> dict[str, float]:
+        """Held-out loss and a few generated clips (+ spectrogram PNGs) under <output>/validation/step-N."""
+        acc = self.accelerator
+        result: dict[str, float] = {}
+        if not acc.is_main_process or self.val_set is None:
+            acc.wait_for_everyone()
+            return result
+        result["val_loss"] = self.validation_loss()
+        out = self.output_dir / "validation" / f"step-{self.global_step:07d}"
+        self.model.eval()
+        with self._ema_weights():
+            from melfusion.audio.io import save_audio
+
+            for i in range(min(self.config.train.num_validation_samples, len(self.val_set))):
+                rec = self.val_set.records[i]
+                res = self.pipe(
+                    rec.images[0],
+                    rec.text,
+                    num_inference_steps=self.config.train.validation_inference_steps,
+                    generator=torch.Generator().manual_seed(i),
+                    progress=False,
+                    audio_length_in_s=self.num_samples / self.mel_config.sample_rate,
+                )
+                save_audio(
+                    out / f"{i:02d}_{rec.id}.wav",
+                    res.audios[0],
+                    res.sample_rate,
+                    metadata={**res.parameters, "step": self.global_step},
+                )
+                _save_spectrogram_png(res.audios[0], self.mel_config, out / f"{i:02d}_{rec.id}.png")
+                for tracker in acc.trackers:
+                    if tracker.name == "tensorboard":
+                        tracker.writer.add_audio(f"val/{i}", res.audios[0], self.global_step, res.sample_rate)
+        self.model.train()
+        acc.log(result, step=self.global_step)
+        acc.wait_for_everyone()
+        return result
+
+    def _ema_weights(self):
+        ema, params = self.ema, self._trainable_parameters()
+
+        class _Swap:
+            def __enter__(self_inner):
+                if ema is not None:
+                    ema.store(params)
+                    ema.copy_to(params)
+
+            def __exit__(self_inner, *exc):
+                if ema is not None:
+                    ema.restore(params)
+
+        return _Swap()
+
+    # ---------------------------------------------------------------------------------------- export
+    def export(self, path: str | os.PathLike | None = None, use_ema: bool = True) -> Path:
+        """Write the trained pipeline folder (safetensors), atomically; ``MeLFusionPipeline.from_pretrained``
+        loads it."""
+        acc = self.accelerator
+        path = Path(path or self.output_dir / "final")
+        acc.wait_for_everyone()
+        if acc.is_main_process:
+            tmp = path.with_name(f".{path.name}.tmp")
+            shutil.rmtree(tmp, ignore_errors=True)
+            with self._ema_weights() if use_ema else _null():
+                self.pipe.save_pretrained(tmp, safe_serialization=True)
+            if path.exists():
+                shutil.rmtree(path)
+            os.replace(tmp, path)
+        acc.wait_for_everyone()
+        return path
+
+
+class _null:
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *exc):
+        return False
+
+
+def _flat(d: dict, prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(_flat(v, key + "."))
+        else:
+            out[key] = v if isinstance(v, int | float | str | bool) else str(v)
+    return out
+
+
+def _save_spectrogram_png(audio: np.ndarray, mel: MelConfig, path: Path) -> None:
+    from PIL import Image
+
+    from melfusion.utils.files import atomic_path
+
+    spec = mel_spectrogram(torch.as_tensor(audio)[None], mel)[0].T.flip(0).numpy()  # (n_mels, frames)
+    lo, hi = np.percentile(spec, 2), np.percentile(spec, 99.5)
+    img = (np.clip((spec - lo) / max(hi - lo, 1e-6), 0, 1) * 255).astype(np.uint8)
+    with atomic_path(path) as tmp:
+        Image.fromarray(img).resize((img.shape[1] * 2, img.shape[0] * 4)).save(tmp, format="PNG")

@@ -1,0 +1,246 @@
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from melfusion_testing import write_triplets
+
+from melfusion.errors import MelfusionInputError
+from melfusion.training.config import load_config, parse_override
+from melfusion.training.trainer import MeLFusionTrainer, find_checkpoint
+
+BASE = [
+    "train.batch_size=2",
+    "model.tiny_pretrained_text_encoder=false",
+    "model.tiny_audio_seconds=0.64",
+    "model.tiny_image_size=16",
+    "train.inversion_steps=8",
+    "train.report_to=none",
+    "train.checkpoint_every=0",
+    "train.validate_every=0",
+    "train.log_every=1000",
+]
+
+
+@pytest.fixture(scope="module")
+def manifest(tmp_path_factory):
+    return write_triplets(tmp_path_factory.mktemp("data"), n=4, seconds=0.8)
+
+
+def _config(manifest, out, *extra):
+    return load_config(None, [f"data.train_manifest={manifest}", f"train.output_dir={out}", *BASE, *extra])
+
+
+def _state(module):
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
+def test_steps_change_only_trainable_parameters(manifest, tmp_path):
+    trainer = MeLFusionTrainer(
+        _config(
+            manifest, tmp_path / "run", "train.max_steps=2", "train.ema_decay=null", "optim.lr_alpha=1e-2"
+        )
+    )
+    pipe = trainer.pipe
+    frozen = {n: _state(getattr(pipe, n)) for n in ("image_unet", "image_vae", "text_encoder", "vae")}
+    unet0, alpha0 = _state(pipe.unet), pipe.synapse.alpha_logits.detach().clone()
+    trainer.train()
+    for name, before in frozen.items():
+        after = getattr(pipe, name).state_dict()
+        assert all(torch.equal(before[k], after[k]) for k in before), f"{name} changed"
+    assert not pipe.image_unet.training and pipe.image_unet.conv_in.weight.grad is None
+    assert any(not torch.equal(unet0[k], v) for k, v in pipe.unet.state_dict().items())
+    assert not torch.equal(alpha0, pipe.synapse.alpha_logits)
+
+
+def test_alpha_only_training_leaves_unet(manifest, tmp_path):
+    trainer = MeLFusionTrainer(
+        _config(
+            manifest,
+            tmp_path / "run",
+            "train.max_steps=2",
+            "train.train_unet=false",
+            "optim.lr_alpha=1e-2",
+            "train.image_dropout=0",
+        )
+    )
+    unet0 = _state(trainer.pipe.unet)
+    trainer.train()
+    assert all(torch.equal(unet0[k], v) for k, v in trainer.pipe.unet.state_dict().items())
+    assert torch.all(trainer.pipe.synapse.alpha_logits != 0)
+
+
+def test_loss_falls_when_overfitting_four_triplets(manifest, tmp_path):
+    trainer = MeLFusionTrainer(
+        _config(
+            manifest,
+            tmp_path / "run",
+            "train.max_steps=40",
+            "optim.lr_unet=2e-3",
+            "optim.lr_alpha=1e-2",
+            "train.text_dropout=0",
+            "train.image_dropout=0",
+            "train.ema_decay=null",
+            f"data.val_manifest={manifest}",
+            "data.random_crop=false",
+        )
+    )
+    before = trainer.validation_loss()
+    trainer.train()
+    after = trainer.validation_loss()
+    assert after < 0.6 * before, (before, after)
+
+
+def test_resume_matches_uninterrupted_run(manifest, tmp_path):
+    common = ["train.checkpoint_every=2", "train.ema_decay=0.9", "optim.lr_unet=1e-3", "optim.lr_alpha=1e-2"]
+    full = MeLFusionTrainer(_config(manifest, tmp_path / "full", "train.max_steps=4", *common))
+    full.train()
+    first = MeLFusionTrainer(_config(manifest, tmp_path / "split", "train.max_steps=2", *common))
+    first.train()
+    assert find_checkpoint(tmp_path / "split", "latest").name == "step-0000002"
+    del first
+    second = MeLFusionTrainer(_config(manifest, tmp_path / "split", "train.max_steps=4", *common))
+    second.train(resume="latest")
+    assert second.global_step == 4
+    for (name, a), b in zip(full.pipe.unet.named_parameters(), second.pipe.unet.parameters()):
+        assert torch.allclose(a, b, atol=1e-6, rtol=1e-5), name
+    assert torch.allclose(full.pipe.synapse.alpha_logits, second.pipe.synapse.alpha_logits, atol=1e-7)
+    for a, b in zip(full.ema.shadow_params, second.ema.shadow_params):
+        assert torch.allclose(a, b, atol=1e-6)
+    ckpt = tmp_path / "split" / "checkpoints" / "step-0000004"
+    state = json.loads((ckpt / "trainer_state.json").read_text())
+    assert state["global_step"] == 4 and (ckpt / "model.safetensors").exists()
+    assert not list((tmp_path / "split" / "checkpoints").glob(".*.tmp"))
+
+
+def test_export_loads_as_pipeline(manifest, tmp_path):
+    from melfusion.pipelines.melfusion import MeLFusionPipeline
+
+    trainer = MeLFusionTrainer(
+        _config(manifest, tmp_path / "run", "train.max_steps=1", "optim.lr_alpha=1e-2")
+    )
+    trainer.train()
+    path = trainer.export()
+    pipe = MeLFusionPipeline.from_pretrained(path)
+    ema_alpha = trainer.ema.shadow_params[-1]
+    assert torch.allclose(pipe.synapse.alpha_logits, ema_alpha)
+    out = pipe(trainer.train_set.records[0].images[0], "calm", num_inference_steps=2, progress=False)
+    assert out.audios.shape[0] == 1
+
+
+def test_bad_items_are_skipped_and_counted(tmp_path):
+    manifest = write_triplets(tmp_path / "data", n=4, seconds=0.8)
+    (tmp_path / "data" / "clip3.wav").write_bytes(b"not audio at all")  # corrupt, found at read time
+    (tmp_path / "data" / "clip2.wav").unlink()  # missing, dropped at construction
+    trainer = MeLFusionTrainer(_config(manifest, tmp_path / "run", "train.max_steps=3"))
+    assert len(trainer.train_set) == 3
+    history = trainer.train()
+    assert history[-1]["step"] == 3 and history[-1]["skipped_items"] >= 1
+
+
+def test_no_usable_item_is_a_clear_error(tmp_path):
+    manifest = write_triplets(tmp_path / "data", n=2, seconds=0.8)
+    for p in (tmp_path / "data").glob("*.wav"):
+        p.unlink()
+    with pytest.raises(MelfusionInputError, match="no usable item"):
+        MeLFusionTrainer(_config(manifest, tmp_path / "run", "train.max_steps=1"))
+
+
+def test_config_file_and_overrides(tmp_path):
+    cfg_file = tmp_path / "c.yaml"
+    cfg_file.write_text(
+        "train:\n  max_steps: 7\n  min_snr_gamma: 5\ndata:\n  train_manifest: t.jsonl\n"
+        "optim:\n  lr_alpha: 1.0e-5\n"
+    )
+    cfg = load_config(cfg_file, ["train.max_steps=9", "train.ema_decay=null", "train.mixed_precision=bf16"])
+    assert cfg.train.max_steps == 9 and cfg.train.min_snr_gamma == 5 and cfg.train.ema_decay is None
+    assert cfg.optim.lr_alpha == 1e-5 and cfg.train.mixed_precision == "bf16"
+    assert parse_override("data.val_manifest=v.jsonl") == ("data.val_manifest", "v.jsonl")
+    for bad, msg in [
+        ("train.nope=1", "has no setting"),
+        ("nosection.x=1", "unknown setting"),
+        ("train.max_steps=abc", "must be a number"),
+        ("train.max_steps=1.5", "integer"),
+        ("train.train_unet=maybe", "true or false"),
+        ("train.max_steps", "section.key=value"),
+    ]:
+        with pytest.raises(MelfusionInputError, match=msg):
+            load_config(None, [bad])
+    with pytest.raises(MelfusionInputError, match="train_manifest is not set"):
+        load_config(None, []).validate()
+    with pytest.raises(MelfusionInputError, match="nothing to train"):
+        load_config(
+            None, ["data.train_manifest=x", "train.train_unet=false", "train.train_alpha=false"]
+        ).validate()
+
+
+def test_min_snr_weights():
+    from diffusers import DDPMScheduler
+
+    from melfusion.training.losses import min_snr_weights
+
+    s = DDPMScheduler(prediction_type="epsilon")
+    t = torch.tensor([0, 500, 999])
+    w = min_snr_weights(s, t, 5.0)
+    alpha = s.alphas_cumprod[t]
+    snr = alpha / (1 - alpha)
+    assert torch.allclose(w, torch.clamp(snr, max=5.0) / snr)
+    assert w[0] < 1e-2 and w[2] == 1.0
+    sv = DDPMScheduler(prediction_type="v_prediction")
+    assert torch.allclose(min_snr_weights(sv, t, 5.0), torch.clamp(snr, max=5.0) / (snr + 1))
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="gloo multi-process test runs on linux")
+def test_two_process_cpu_run_keeps_ranks_in_sync(manifest, tmp_path):
+    out = tmp_path / "ddp"
+    script = tmp_path / "check_sync.py"
+    script.write_text(
+        "import sys, torch\n"
+        "from melfusion.training.config import load_config\n"
+        "from melfusion.training.trainer import MeLFusionTrainer\n"
+        "t = MeLFusionTrainer(load_config(None, sys.argv[1:]))\n"
+        "assert t.accelerator.num_processes == 2, t.accelerator.distributed_type\n"
+        "t.train()\n"
+        "vec = torch.nn.utils.parameters_to_vector(t._trainable_parameters()).detach()\n"
+        "torch.save(vec, f'{t.output_dir}/rank{t.accelerator.process_index}.pt')\n"
+        "t.accelerator.end_training()\n"
+    )
+    accelerate = shutil.which("accelerate", path=str(Path(sys.executable).parent)) or "accelerate"
+    # accelerate's CPU multi-process path: torchrun-style launcher + ACCELERATE_USE_CPU → MULTI_CPU over gloo
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "ACCELERATE_USE_CPU": "1"}
+    proc = subprocess.run(
+        [
+            accelerate,
+            "launch",
+            "--multi_gpu",
+            "--num_processes",
+            "2",
+            "--num_machines",
+            "1",
+            "--mixed_precision",
+            "no",
+            "--dynamo_backend",
+            "no",
+            "--main_process_port",
+            "29533",
+            str(script),
+            f"data.train_manifest={manifest}",
+            f"train.output_dir={out}",
+            *BASE,
+            "train.max_steps=2",
+            "optim.lr_alpha=1e-2",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    a, b = torch.load(out / "rank0.pt"), torch.load(out / "rank1.pt")
+    assert torch.equal(a, b)
