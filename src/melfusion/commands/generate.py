@@ -23,13 +23,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="generate music from an image and a text prompt",
         description="Generate music that fits an image and a text prompt (MeLFusion).",
     )
-    p.add_argument("--image", required=True, help="input image (PNG, JPEG, WebP, ...)")
-    p.add_argument("--text", required=True, help='text prompt, e.g. "a soft folk track on violin"')
+    p.add_argument("--image", help="input image (PNG, JPEG, WebP, ...)")
+    p.add_argument("--text", help='text prompt, e.g. "a soft folk track on violin"')
+    p.add_argument("--out", help="output audio file (.wav or .flac); a .json sidecar is written next to it")
     p.add_argument(
-        "--out",
-        required=True,
-        help="output audio file (.wav or .flac); a .json sidecar is written next to it",
+        "--manifest", help="batch mode: generate for every row of a triplet manifest (JSONL/CSV/MeLBench/...)"
     )
+    p.add_argument(
+        "--out-dir",
+        help="batch mode: output folder; files are named after each row's reference audio, so the folder pairs "
+        "with the references in `melfusion evaluate`; existing outputs are skipped (resumable)",
+    )
+    p.add_argument("--format", default="auto", help="batch mode: manifest format (default: auto-detect)")
     p.add_argument("--negative", default=None, help="negative prompt for classifier-free guidance")
     p.add_argument(
         "--seconds", type=float, default=None, help="clip length in seconds (default: the model's)"
@@ -70,13 +75,26 @@ def _validate(args: argparse.Namespace) -> None:
     """Fail fast, before any model is loaded."""
     from melfusion.guidance.preprocess import load_image
 
-    load_image(args.image)  # missing / unreadable / not an image / huge → MelfusionInputError
-    if not args.text.strip():
-        raise MelfusionInputError(
-            "the text prompt is empty; describe the music, e.g. --text 'a calm piano piece'"
-        )
-    if Path(args.out).suffix.lower() not in AUDIO_SUFFIXES:
-        raise MelfusionInputError(f"--out must end in .wav or .flac, got {args.out!r}")
+    if args.manifest is not None:
+        if args.image or args.text or args.out:
+            raise MelfusionInputError(
+                "--manifest replaces --image/--text/--out; give --manifest with --out-dir"
+            )
+        if not args.out_dir:
+            raise MelfusionInputError("--manifest needs --out-dir (the folder to write the clips to)")
+        if not Path(args.manifest).is_file():
+            raise MelfusionInputError(f"manifest not found: {args.manifest}")
+    else:
+        missing = [f"--{n}" for n in ("image", "text", "out") if getattr(args, n) is None]
+        if missing:
+            raise MelfusionInputError(f"missing {', '.join(missing)} (or use --manifest with --out-dir)")
+        load_image(args.image)  # missing / unreadable / not an image / huge → MelfusionInputError
+        if not args.text.strip():
+            raise MelfusionInputError(
+                "the text prompt is empty; describe the music, e.g. --text 'a calm piano piece'"
+            )
+        if Path(args.out).suffix.lower() not in AUDIO_SUFFIXES:
+            raise MelfusionInputError(f"--out must end in .wav or .flac, got {args.out!r}")
     if args.seconds is not None and (not math.isfinite(args.seconds) or not 0 < args.seconds <= 600):
         raise MelfusionInputError(f"--seconds must be in (0, 600], got {args.seconds}")
     if not 1 <= args.steps <= 1000:
@@ -165,6 +183,8 @@ def output_paths(out: str | os.PathLike, n: int) -> list[Path]:
 
 def run(args: argparse.Namespace) -> int:
     _validate(args)
+    if args.manifest is not None:
+        return run_manifest(args)
     import torch
     import transformers
 
@@ -210,3 +230,85 @@ def run(args: argparse.Namespace) -> int:
         save_audio(path, audio, result.sample_rate, loudness_lufs=args.loudness, metadata=meta)
         print(f"wrote {path} ({len(audio) / result.sample_rate:.2f} s, seed {seed})")
     return 0
+
+
+def run_manifest(args: argparse.Namespace) -> int:
+    """Batch generation for evaluation: one clip per manifest row, named ``<reference audio stem>.wav``.
+
+    Rows are sharded across processes (``accelerate launch -m melfusion.cli generate --manifest ...``);
+    each row's seed is ``--seed + row index`` so the result does not depend on the number of processes;
+    rows whose output and sidecar already exist are skipped, so a killed run resumes."""
+    import torch
+    import transformers
+    from accelerate import PartialState
+    from tqdm.auto import tqdm
+
+    from melfusion import __version__
+    from melfusion.audio.io import save_audio
+    from melfusion.data.manifest import read_manifest
+
+    transformers.logging.set_verbosity_error()
+    records = read_manifest(args.manifest, args.format)
+    if not records:
+        raise MelfusionInputError(f"{args.manifest} has no usable row")
+    out_dir = Path(args.out_dir)
+    names = [f"{(r.audio.stem if r.audio else r.id)}.wav" for r in records]
+    if len(set(names)) != len(names):
+        names = [f"{r.id}.wav" for r in records]  # several rows share one reference: name by id
+    base_seed = args.seed if args.seed is not None else 0
+    state = PartialState()
+    todo = [
+        i
+        for i, n in enumerate(names)
+        if not ((out_dir / n).exists() and (out_dir / n).with_suffix(".json").exists())
+    ]
+    device = str(state.device) if args.device == "auto" else resolve_device(args.device)
+    pipe, model_name = load_pipeline(args.model, device)
+    set_scheduler(pipe, args.scheduler)
+    pipe.set_progress_bar_config(disable=True)
+    failed = 0
+    with state.split_between_processes(todo) as mine:
+        bar = tqdm(mine, desc=f"generate [{state.process_index}]", disable=not state.is_local_main_process)
+        for i in bar:
+            rec = records[i]
+            seed = base_seed + i
+            try:
+                result = pipe(
+                    image=str(rec.images[0]),
+                    prompt=rec.text,
+                    negative_prompt=args.negative,
+                    audio_length_in_s=args.seconds,
+                    num_inference_steps=args.steps,
+                    guidance_scale=args.guidance,
+                    image_guidance_scale=args.image_guidance,
+                    generator=torch.Generator(device="cpu").manual_seed(seed),
+                    guidance_capture=args.capture,
+                    seed=seed,
+                    progress=False,
+                )
+            except MelfusionInputError as err:  # a bad row is reported and skipped, never a crash mid-run
+                failed += 1
+                tqdm.write(f"skipped row {i} ({rec.id}): {err}")
+                continue
+            meta = {
+                **result.parameters,
+                "model": model_name,
+                "image": str(rec.images[0]),
+                "row": i,
+                "id": rec.id,
+                "reference_audio": str(rec.audio),
+                "melfusion_version": __version__,
+                "command": "melfusion generate --manifest",
+            }
+            save_audio(
+                out_dir / names[i],
+                result.audios[0],
+                result.sample_rate,
+                loudness_lufs=args.loudness,
+                metadata=meta,
+            )
+    state.wait_for_everyone()
+    if state.is_main_process:
+        done = sum((out_dir / n).exists() for n in names)
+        print(f"{done}/{len(names)} clips in {out_dir} ({len(names) - len(todo)} were already there)")
+    return 0 if failed == 0 else 1

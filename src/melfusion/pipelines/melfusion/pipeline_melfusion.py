@@ -25,6 +25,7 @@ from melfusion.guidance.visual_guidance import (
     stack_guidance,
 )
 from melfusion.models.synapse import VisualSynapse
+from melfusion.models.vocoder import GriffinLimVocoder  # noqa: F401  (diffusers resolves saved components by module)
 
 MAX_AUDIO_SECONDS = 600.0
 MAX_STEPS = 1000
