@@ -244,3 +244,16 @@ def test_two_process_cpu_run_keeps_ranks_in_sync(manifest, tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     a, b = torch.load(out / "rank0.pt"), torch.load(out / "rank1.pt")
     assert torch.equal(a, b)
+
+
+def test_validation_writes_samples_and_spectrograms(manifest, tmp_path):
+    trainer = MeLFusionTrainer(_config(
+        manifest, tmp_path / "run", "train.max_steps=2", "train.validate_every=2", f"data.val_manifest={manifest}",
+        "train.num_validation_samples=2", "train.validation_inference_steps=2",
+    ))
+    trainer.train()
+    out = tmp_path / "run" / "validation" / "step-0000002"
+    wavs, pngs = sorted(out.glob("*.wav")), sorted(out.glob("*.png"))
+    assert len(wavs) == 2 and len(pngs) == 2
+    assert json.loads(wavs[0].with_suffix(".json").read_text())["step"] == 2
+    assert trainer.pipe.unet.training  # back in training mode afterwards

@@ -308,14 +308,33 @@ class MeLFusionTrainer:
 
     @torch.no_grad()
     def encode_text(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.pipe.encode_prompt(texts, self.accelerator.device)
+        """Texts → (B, S, D) states and (B, S) mask; with the cache, per prompt (unpadded) then padded."""
+        device = self.accelerator.device
+        if not self.cache.enabled:
+            return self.pipe.encode_prompt(texts, device)
+        items = []
+        for text in texts:
+            key = fingerprint(["text", text, self._fp_text])
+            got = self.cache.get_text_states(key)
+            if got is None:
+                states, mask = self.pipe.encode_prompt([text], device)
+                got = (states[0].cpu(), mask[0].cpu())
+                self.cache.put_text_states(key, got[0], got[1].to(torch.uint8))
+            items.append((got[0], got[1].bool()))
+        seq = max(s.shape[0] for s, _ in items)
+        states = torch.zeros(len(items), seq, items[0][0].shape[-1], dtype=items[0][0].dtype)
+        mask = torch.zeros(len(items), seq, dtype=torch.bool)
+        for i, (st, m) in enumerate(items):
+            states[i, : st.shape[0]] = st
+            mask[i, : m.shape[0]] = m
+        return states.to(device, self.pipe.unet.dtype), mask.to(device)
 
     @torch.no_grad()
     def trajectory(self, pixels: torch.Tensor) -> InversionTrajectory:
         """(3, H, W) image → its DDIM inversion trajectory (memory + disk cache)."""
         steps = self.config.train.inversion_steps
         key = fingerprint([tensor_sha256(pixels), self._fp_image, steps, dict(self.inverse_scheduler.config)])
-        if key in self._trajectories:
+        if key in self._trajectories:  # memoised only with caching on; off = Alg. 1 line 1 at every step
             return self._trajectories[key]
 
         def compute() -> dict[str, torch.Tensor]:
@@ -333,7 +352,8 @@ class MeLFusionTrainer:
             self.cache.get_or_compute("image_trajectory", key, compute) if self.cache.enabled else compute()
         )
         traj = InversionTrajectory(item["timesteps"].long(), item["latents"])
-        self._trajectories[key] = traj
+        if self.cache.enabled:
+            self._trajectories[key] = traj
         return traj
 
     @torch.no_grad()
