@@ -247,13 +247,47 @@ def test_two_process_cpu_run_keeps_ranks_in_sync(manifest, tmp_path):
 
 
 def test_validation_writes_samples_and_spectrograms(manifest, tmp_path):
-    trainer = MeLFusionTrainer(_config(
-        manifest, tmp_path / "run", "train.max_steps=2", "train.validate_every=2", f"data.val_manifest={manifest}",
-        "train.num_validation_samples=2", "train.validation_inference_steps=2",
-    ))
+    trainer = MeLFusionTrainer(
+        _config(
+            manifest,
+            tmp_path / "run",
+            "train.max_steps=2",
+            "train.validate_every=2",
+            f"data.val_manifest={manifest}",
+            "train.num_validation_samples=2",
+            "train.validation_inference_steps=2",
+        )
+    )
     trainer.train()
     out = tmp_path / "run" / "validation" / "step-0000002"
     wavs, pngs = sorted(out.glob("*.wav")), sorted(out.glob("*.png"))
     assert len(wavs) == 2 and len(pngs) == 2
     assert json.loads(wavs[0].with_suffix(".json").read_text())["step"] == 2
     assert trainer.pipe.unet.training  # back in training mode afterwards
+
+
+@pytest.fixture
+def fresh_accelerate_state():
+    """accelerate keeps one process-wide state (mixed precision included): reset around a test that changes it."""
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(True)
+    yield
+    AcceleratorState._reset_state(True)
+
+
+def test_bf16_and_gradient_checkpointing_run(manifest, tmp_path, fresh_accelerate_state):
+    trainer = MeLFusionTrainer(
+        _config(
+            manifest,
+            tmp_path / "run",
+            "train.max_steps=1",
+            "train.mixed_precision=bf16",
+            "train.gradient_checkpointing=true",
+            "train.min_snr_gamma=5",
+            "train.batch_size=1",
+        )
+    )
+    history = trainer.train()
+    assert trainer.pipe.unet.is_gradient_checkpointing and trainer.accelerator.mixed_precision == "bf16"
+    assert len(history) == 1 and torch.isfinite(torch.tensor(history[0]["loss"]))

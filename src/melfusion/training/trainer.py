@@ -85,13 +85,12 @@ class Denoiser(torch.nn.Module):
         image_kv: list[tuple[torch.Tensor, torch.Tensor]],  # per layer (B_img, N_l, C_l)
         image_index: torch.Tensor,  # (B,) row → image row, -1 = none
     ) -> torch.Tensor:
+        # The features stay set after forward: gradient checkpointing re-runs the UNet during backward and
+        # must see them again. The trainer clears them after the optimiser step.
         self.synapse.set_visual_features(image_kv, image_index, text_mask)
-        try:
-            return self.unet(
-                noisy, timesteps, encoder_hidden_states=text_states, encoder_attention_mask=text_mask
-            ).sample
-        finally:
-            self.synapse.clear_visual_features()
+        return self.unet(
+            noisy, timesteps, encoder_hidden_states=text_states, encoder_attention_mask=text_mask
+        ).sample
 
 
 def mel_config_for(pipe: MeLFusionPipeline) -> MelConfig:
@@ -446,6 +445,7 @@ class MeLFusionTrainer:
                     self.optimizer.step()
                     self.lr_scheduler.step()
                     self.optimizer.zero_grad(set_to_none=True)
+                    self.pipe.synapse.clear_visual_features()
                 running.append(float(acc.gather(loss.detach()[None]).mean()))
                 if not acc.sync_gradients:
                     continue

@@ -1,0 +1,875 @@
+"""Art2Mus projection training (paper §5.2) with accelerate: everything frozen but the ImageProjectionLayer.
+
+Per step, for a batch of ⟨artwork, (text,) music⟩ triplets:
+  z_0   = VAE(mel(normalise(music))) · s                      (frozen AudioLDM 2 VAE; posterior cached)
+  e     = E(artwork)                                          (frozen image encoder; embedding cached)
+  LOA   = GPT-2([T5/CLAP text tokens if condition=image+text,] P(normalise(e)))   (frozen GPT-2, 8 tokens)
+  ctx   = T5(support prompt) or T5(text)                      (frozen FLAN-T5)
+  loss  = w(t) · ‖target − ε_θ(z_t, t; LOA, ctx)‖²             (frozen UNet; w = min-SNR-γ, γ = 5)
+Only P (the projection) receives gradients: AdamW 2e-5, constant schedule with warmup, grad-clip 1.0.
+
+Configs are YAML with a top-level `trainer: art2mus` and model/data/optim/train sections
+(`configs/art2mus*.yaml`); `melfusion train --config ...` dispatches here (`is_art2mus_config`).
+Checkpoints are accelerate `save_state` folders written atomically (step-N/ + trainer_state.json);
+`export` writes an `Art2MusPipeline` folder (safetensors).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import os
+import re
+import shutil
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+import yaml
+from accelerate import Accelerator
+from accelerate.utils import ProjectConfiguration, set_seed
+from diffusers.optimization import get_scheduler
+from tqdm.auto import tqdm
+
+from melfusion.audio.mel import MelConfig, mel_spectrogram
+from melfusion.data.cache import FeatureCache, fingerprint, model_fingerprint
+from melfusion.data.dataset import TripletDataset, collate_triplets
+from melfusion.data.manifest import read_manifest_with_problems
+from melfusion.errors import MelfusionInputError
+from melfusion.guidance.preprocess import tensor_sha256
+from melfusion.pipelines.art2mus.constants import NEGATIVE_PROMPT, SUPPORT_PROMPT
+from melfusion.training.losses import diffusion_loss, diffusion_target, min_snr_weights
+from melfusion.utils.files import atomic_write_json
+
+logger = logging.getLogger(__name__)
+CHECKPOINT_RE = re.compile(r"^step-(\d+)$")
+TRAINER_NAME = "art2mus"
+CONDITIONS = ("image", "image+text")
+IMAGE_ENCODERS = ("auto", "clip", "imagebind")
+
+
+# ------------------------------------------------------------------------------------------ config
+
+
+@dataclass
+class Art2MusModelConfig:
+    pretrained: str | None = (
+        None  # Art2Mus or AudioLDM 2 pipeline folder; None → the tiny preset built in code
+    )
+    image_encoder: str = "auto"  # auto (the pipeline's) | clip | imagebind
+    image_encoder_path: str | None = None  # CLIPVisionModelWithProjection folder, for image_encoder=clip
+    weights_dir: str | None = None  # where imagebind_huge.pth lives (image_encoder=imagebind)
+    num_image_tokens: int = 1  # 1 = Art2Mus, 4 = Art2Mus-4 (a fresh projection only)
+    support_prompt: str = SUPPORT_PROMPT
+    condition: str = "image"  # image (paper) | image+text (the record's text before the image tokens)
+    tiny_audio_seconds: float = 0.64
+    tiny_image_embed_dim: int = 24
+
+
+@dataclass
+class Art2MusDataConfig:
+    train_manifest: str = ""
+    val_manifest: str | None = None
+    format: str = "auto"
+    audio_seconds: float | None = None  # None → the model's default length (10.24 s for AudioLDM 2)
+    normalize_audio: bool = True  # AudioLDM's normalize_wav: remove the mean, peak to 0.5
+    num_workers: int = 0
+    random_crop: bool = True
+    check: bool = False
+
+
+@dataclass
+class Art2MusOptimConfig:
+    lr: float = 2e-5  # paper §5.2
+    weight_decay: float = 1e-2  # AdamW's default
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.999
+    adam_epsilon: float = 1e-8
+    lr_scheduler: str = "constant_with_warmup"
+    warmup_steps: int = 500  # paper §5.2
+    max_grad_norm: float = 1.0
+
+
+@dataclass
+class Art2MusTrainConfig:
+    output_dir: str = "runs/art2mus"
+    seed: int = 0
+    max_steps: int = 10000  # paper §5.2
+    batch_size: int = 4
+    gradient_accumulation_steps: int = 4
+    mixed_precision: str = "no"
+    gradient_checkpointing: bool = False
+    min_snr_gamma: float | None = 5.0
+    checkpoint_every: int = 500
+    keep_checkpoints: int = 3
+    validate_every: int = 0
+    num_validation_samples: int = 2
+    validation_inference_steps: int = 50
+    validation_guidance_scale: float = 3.5
+    negative_prompt: str = NEGATIVE_PROMPT
+    log_every: int = 10
+    use_cache: bool = True
+    cache_dir: str | None = None
+    report_to: str = "tensorboard"
+
+
+_SECTION_TYPES = {
+    "model": Art2MusModelConfig,
+    "data": Art2MusDataConfig,
+    "optim": Art2MusOptimConfig,
+    "train": Art2MusTrainConfig,
+}
+
+
+@dataclass
+class Art2MusConfig:
+    trainer: str = TRAINER_NAME
+    model: Art2MusModelConfig = field(default_factory=Art2MusModelConfig)
+    data: Art2MusDataConfig = field(default_factory=Art2MusDataConfig)
+    optim: Art2MusOptimConfig = field(default_factory=Art2MusOptimConfig)
+    train: Art2MusTrainConfig = field(default_factory=Art2MusTrainConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str = "config") -> Art2MusConfig:
+        cfg = cls()
+        for key, value in (data or {}).items():
+            if key == "trainer":
+                if value != TRAINER_NAME:
+                    raise MelfusionInputError(f"{source}: trainer must be {TRAINER_NAME!r}, got {value!r}")
+                continue
+            if key not in _SECTION_TYPES:
+                raise MelfusionInputError(
+                    f"{source}: unknown section {key!r}; use trainer, {', '.join(_SECTION_TYPES)}"
+                )
+            if not isinstance(value, dict):
+                raise MelfusionInputError(f"{source}: section {key!r} must be a mapping")
+            for name, item in value.items():
+                _assign(cfg, f"{key}.{name}", item, source)
+        return cfg
+
+    def validate(self) -> None:
+        m, t, o = self.model, self.train, self.optim
+        if not self.data.train_manifest:
+            raise MelfusionInputError("data.train_manifest is not set (give data.train_manifest=PATH)")
+        if m.condition not in CONDITIONS:
+            raise MelfusionInputError(f"model.condition must be one of {CONDITIONS}, got {m.condition!r}")
+        if m.image_encoder not in IMAGE_ENCODERS:
+            raise MelfusionInputError(f"model.image_encoder must be one of {IMAGE_ENCODERS}")
+        if m.image_encoder == "imagebind" and not m.pretrained:
+            raise MelfusionInputError(
+                "model.image_encoder=imagebind needs model.pretrained (an AudioLDM 2 or Art2Mus folder); the "
+                "tiny preset has its own CLIP encoder (image_encoder=auto)"
+            )
+        if m.num_image_tokens < 1:
+            raise MelfusionInputError("model.num_image_tokens must be >= 1")
+        if not m.support_prompt.strip():
+            raise MelfusionInputError("model.support_prompt must not be empty")
+        if t.max_steps < 1 or t.batch_size < 1 or t.gradient_accumulation_steps < 1:
+            raise MelfusionInputError(
+                "train.max_steps, train.batch_size and train.gradient_accumulation_steps must be >= 1"
+            )
+        if t.mixed_precision not in ("no", "fp16", "bf16"):
+            raise MelfusionInputError(
+                f"train.mixed_precision must be no, fp16 or bf16, got {t.mixed_precision!r}"
+            )
+        if t.min_snr_gamma is not None and t.min_snr_gamma <= 0:
+            raise MelfusionInputError("train.min_snr_gamma must be > 0 (or null to disable)")
+        if o.lr <= 0:
+            raise MelfusionInputError("optim.lr must be > 0")
+        if o.warmup_steps < 0:
+            raise MelfusionInputError("optim.warmup_steps must be >= 0")
+        if self.data.audio_seconds is not None and self.data.audio_seconds <= 0:
+            raise MelfusionInputError("data.audio_seconds must be > 0")
+
+
+def _coerce(value: Any) -> Any:
+    if isinstance(value, str):  # YAML 1.1 reads "1e-5" as a string
+        for kind in (int, float):
+            try:
+                return kind(value)
+            except ValueError:
+                pass
+    return value
+
+
+def _assign(cfg: Art2MusConfig, dotted: str, value: Any, source: str) -> None:
+    parts = dotted.split(".")
+    if len(parts) != 2 or parts[0] not in _SECTION_TYPES:
+        raise MelfusionInputError(
+            f"{source}: unknown setting {dotted!r}; use SECTION.KEY with SECTION in {sorted(_SECTION_TYPES)}"
+        )
+    section = getattr(cfg, parts[0])
+    fields = {f.name: f for f in dataclasses.fields(section)}
+    if parts[1] not in fields:
+        raise MelfusionInputError(
+            f"{source}: {parts[0]} has no setting {parts[1]!r}; known: {', '.join(sorted(fields))}"
+        )
+    annotation = str(fields[parts[1]].type)  # "int", "float | None", "str", "bool", ...
+    base = annotation.split("|")[0].strip()
+    if value is None:
+        if "None" not in annotation:
+            raise MelfusionInputError(f"{source}: {dotted} cannot be null")
+    elif base == "bool":
+        if not isinstance(value, bool):
+            raise MelfusionInputError(f"{source}: {dotted} must be true or false, got {value!r}")
+    elif base in ("int", "float"):
+        value = _coerce(value)
+        if not isinstance(value, int | float) or isinstance(value, bool):
+            raise MelfusionInputError(f"{source}: {dotted} must be a number, got {value!r}")
+        if base == "int":
+            if isinstance(value, float) and not value.is_integer():
+                raise MelfusionInputError(f"{source}: {dotted} must be an integer, got {value!r}")
+            value = int(value)
+        else:
+            value = float(value)
+    elif base == "str":
+        if isinstance(value, dict | list):
+            raise MelfusionInputError(f"{source}: {dotted} must be a string, got {value!r}")
+        value = str(value)
+    setattr(section, parts[1], value)
+
+
+def read_yaml_mapping(path: str | os.PathLike[str]) -> dict[str, Any]:
+    p = Path(path)
+    if not p.is_file():
+        raise MelfusionInputError(f"config file not found: {p}")
+    try:
+        data = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise MelfusionInputError(f"config file {p} is not valid YAML: {err}") from None
+    if not isinstance(data, dict):
+        raise MelfusionInputError(f"config file {p} must hold a mapping of sections")
+    return data
+
+
+def is_art2mus_config(path: str | os.PathLike[str] | None) -> bool:
+    """Whether a YAML config file has `trainer: art2mus` (False for a missing or unreadable file)."""
+    if path is None:
+        return False
+    try:
+        return read_yaml_mapping(path).get("trainer") == TRAINER_NAME
+    except MelfusionInputError:
+        return False
+
+
+def load_art2mus_config(
+    path: str | os.PathLike[str] | None = None, overrides: list[str] | None = None
+) -> Art2MusConfig:
+    """Defaults ← YAML file ← `section.key=value` overrides; relative manifest paths resolve against the
+    config file's folder when they do not exist as given."""
+    from melfusion.training.config import parse_override
+
+    cfg = Art2MusConfig.from_dict(read_yaml_mapping(path), str(path)) if path is not None else Art2MusConfig()
+    for text in overrides or []:
+        key, value = parse_override(text)
+        if key == "trainer":
+            continue
+        _assign(cfg, key, value, "override")
+    if path is not None:
+        base = Path(path).resolve().parent
+        for name in ("train_manifest", "val_manifest"):
+            value = getattr(cfg.data, name)
+            if (
+                value
+                and not Path(value).is_absolute()
+                and not Path(value).exists()
+                and (base / value).exists()
+            ):
+                setattr(cfg.data, name, str(base / value))
+    return cfg
+
+
+def _as_config(config: Art2MusConfig | dict[str, Any] | str | os.PathLike[str]) -> Art2MusConfig:
+    if isinstance(config, Art2MusConfig):
+        return config
+    if isinstance(config, dict):
+        return Art2MusConfig.from_dict(config)
+    return load_art2mus_config(config)
+
+
+# ----------------------------------------------------------------------------------- small helpers
+
+
+class EpochSampler(torch.utils.data.Sampler[int]):
+    """A fresh permutation per epoch from (seed, epoch) alone, so a resumed run sees the same order."""
+
+    def __init__(self, n: int, seed: int = 0):
+        self.n, self.seed, self.epoch = n, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self):
+        g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        return iter(torch.randperm(self.n, generator=g).tolist())
+
+    def __len__(self) -> int:
+        return self.n
+
+
+def find_checkpoint(output_dir: str | os.PathLike[str], which: str) -> Path:
+    """`which` = "latest" or a checkpoint folder."""
+    if which != "latest":
+        path = Path(which)
+        if not (path / "trainer_state.json").is_file():
+            raise MelfusionInputError(f"--resume {which}: not a checkpoint folder (no trainer_state.json)")
+        return path
+    root = Path(output_dir) / "checkpoints"
+    found = sorted(
+        (int(m.group(1)), p)
+        for p in (root.glob("step-*") if root.is_dir() else [])
+        if (m := CHECKPOINT_RE.match(p.name)) and (p / "trainer_state.json").is_file()
+    )
+    if not found:
+        raise MelfusionInputError(
+            f"--resume latest: no checkpoint under {root} (train without --resume first)"
+        )
+    return found[-1][1]
+
+
+def normalize_waveform(audio: torch.Tensor) -> torch.Tensor:
+    """AudioLDM's `normalize_wav` per row of (B, T): remove the mean, scale the peak to 0.5."""
+    audio = audio - audio.mean(dim=-1, keepdim=True)
+    return audio / (audio.abs().amax(dim=-1, keepdim=True) + 1e-8) * 0.5
+
+
+def build_art2mus_pipeline(config: Art2MusModelConfig, seed: int = 0):
+    """The pipeline a config names: a folder (Art2Mus or AudioLDM 2) or the tiny preset."""
+    from melfusion.pipelines.art2mus import Art2MusPipeline, build_tiny_art2mus_components
+
+    if not config.pretrained:
+        return Art2MusPipeline(
+            **build_tiny_art2mus_components(
+                seed=seed,
+                num_image_tokens=config.num_image_tokens,
+                image_embed_dim=config.tiny_image_embed_dim,
+                audio_seconds=config.tiny_audio_seconds,
+            ),
+        )
+    path = Path(config.pretrained)
+    if not (path / "model_index.json").is_file():
+        raise MelfusionInputError(
+            f"model.pretrained {path}: not a pipeline folder (no model_index.json); give an Art2Mus or "
+            "AudioLDM 2 folder saved with save_pretrained"
+        )
+    extra: dict[str, Any] = {
+        "num_image_tokens": config.num_image_tokens,
+        "support_prompt": config.support_prompt,
+    }
+    if config.image_encoder == "clip" and config.image_encoder_path:
+        from transformers import CLIPVisionModelWithProjection
+
+        from melfusion.evaluation.embedders.clip import _image_processor_class
+
+        extra["image_encoder"] = CLIPVisionModelWithProjection.from_pretrained(config.image_encoder_path)
+        extra["image_processor"] = _image_processor_class().from_pretrained(config.image_encoder_path)
+    return Art2MusPipeline.from_pretrained(str(path), local_files_only=True, **extra)
+
+
+# ----------------------------------------------------------------------------------------- trainer
+
+
+class Art2MusTrainer:
+    """`Art2MusTrainer(config).train(resume=None)`, `save_checkpoint()`, `export(path=None)`."""
+
+    def __init__(
+        self,
+        config: Art2MusConfig | dict[str, Any] | str | os.PathLike[str],
+        accelerator: Accelerator | None = None,
+        pipeline: Any = None,
+    ):
+        config = _as_config(config)
+        config.validate()
+        self.config = config
+        t, m = config.train, config.model
+        self.output_dir = Path(t.output_dir)
+        log_with = None
+        if t.report_to == "tensorboard":
+            try:
+                import tensorboard  # noqa: F401
+
+                log_with = "tensorboard"
+            except ImportError:
+                logger.info("tensorboard is not installed; logging to the console only")
+        self.accelerator = accelerator or Accelerator(
+            gradient_accumulation_steps=t.gradient_accumulation_steps,
+            mixed_precision=t.mixed_precision,
+            log_with=log_with,
+            project_config=ProjectConfiguration(project_dir=str(self.output_dir)),
+        )
+        set_seed(t.seed)
+        device = self.accelerator.device
+
+        # Components: all frozen except the projection
+        pipe = pipeline if pipeline is not None else build_art2mus_pipeline(m, t.seed)
+        pipe.set_progress_bar_config(disable=True)
+        self.pipe = pipe.to(device)
+        for name, module in pipe.components.items():
+            if isinstance(module, torch.nn.Module) and name != "image_projection":
+                module.requires_grad_(False)
+                module.eval()
+        pipe.image_projection.requires_grad_(True)
+        pipe.image_projection.train()
+        if t.gradient_checkpointing:
+            pipe.unet.enable_gradient_checkpointing()
+        kind = pipe.config.image_encoder_type if m.image_encoder == "auto" else m.image_encoder
+        if kind == "imagebind":
+            from melfusion.pipelines.art2mus.image_encoders import ImageBindImageEncoder
+
+            pipe.set_image_encoder(ImageBindImageEncoder.from_pretrained(m.weights_dir, device=device))
+        elif kind == "clip":
+            from melfusion.pipelines.art2mus.image_encoders import ClipImageEncoder
+
+            if pipe.image_encoder is None or pipe.image_processor is None:
+                raise MelfusionInputError(
+                    "model.image_encoder=clip but the pipeline has no CLIP vision model: set "
+                    "model.image_encoder_path to a CLIPVisionModelWithProjection folder"
+                )
+            pipe.set_image_encoder(ClipImageEncoder(pipe.image_encoder, pipe.image_processor))
+        self.image_encoder = pipe.get_image_encoder()
+        self.noise_scheduler = pipe.scheduler
+        voc = pipe.vocoder.config
+        self.mel_config = MelConfig(
+            sample_rate=int(voc.sampling_rate),
+            hop_length=int(np.prod(voc.upsample_rates)),
+            n_mels=int(voc.model_in_dim),
+        )
+
+        # Data: audio windows a whole number of latent frames long; images by path (embedded, cached)
+        seconds = (
+            config.data.audio_seconds
+            or (pipe.unet.config.sample_size * pipe.vae_scale_factor * self.mel_config.hop_length)
+            / self.mel_config.sample_rate
+        )
+        frames = self.mel_config.num_frames(seconds)
+        frames = max(pipe.vae_scale_factor, frames - frames % pipe.vae_scale_factor)
+        self.num_samples = frames * self.mel_config.hop_length
+        self.train_set = self._dataset(config.data.train_manifest, random_crop=config.data.random_crop)
+        self.val_set = (
+            self._dataset(config.data.val_manifest, random_crop=False) if config.data.val_manifest else None
+        )
+        self.sampler = EpochSampler(len(self.train_set), seed=t.seed)
+        self.loader = torch.utils.data.DataLoader(
+            self.train_set,
+            batch_size=t.batch_size,
+            sampler=self.sampler,
+            num_workers=config.data.num_workers,
+            collate_fn=collate_triplets,
+            generator=torch.Generator().manual_seed(t.seed),
+        )
+
+        # Optimiser over the projection only
+        o = config.optim
+        self.projection = pipe.image_projection
+        self.optimizer = torch.optim.AdamW(
+            self.projection.parameters(),
+            lr=o.lr,
+            betas=(o.adam_beta1, o.adam_beta2),
+            eps=o.adam_epsilon,
+            weight_decay=o.weight_decay,
+        )
+        self.lr_scheduler = get_scheduler(
+            o.lr_scheduler,
+            self.optimizer,
+            num_warmup_steps=o.warmup_steps * self.accelerator.num_processes,
+            num_training_steps=t.max_steps * self.accelerator.num_processes,
+        )
+        self.projection, self.optimizer, self.loader, self.lr_scheduler = self.accelerator.prepare(
+            self.projection, self.optimizer, self.loader, self.lr_scheduler
+        )
+
+        self.cache = FeatureCache((t.cache_dir or self.output_dir / "cache") if t.use_cache else None)
+        self._image_memo: dict[str, torch.Tensor] = {}
+        self._fp_audio = model_fingerprint(pipe.vae)
+        self._support: tuple[torch.Tensor, torch.Tensor] | None = None
+        self.global_step = 0
+        self.epoch = 0
+        self.batches_in_epoch = 0
+        self.num_skipped = 0
+        self.history: list[dict[str, float]] = []
+
+    # --------------------------------------------------------------------------------------- data
+    def _dataset(self, manifest: str, random_crop: bool) -> TripletDataset:
+        records, problems = read_manifest_with_problems(manifest, self.config.data.format)
+        if problems:
+            logger.warning("skipped %d invalid manifest row(s), e.g. %s", len(problems), problems[0])
+        if self.config.data.check:
+            from melfusion.data.check import check_manifest
+
+            records = check_manifest(records, sample_rate=self.mel_config.sample_rate, progress=False).usable
+        return TripletDataset(
+            records,
+            sample_rate=self.mel_config.sample_rate,
+            num_samples=self.num_samples,
+            image_size=32,  # unused: images are embedded from their files
+            random_crop=random_crop,
+            seed=self.config.train.seed,
+            load_images=False,
+        )
+
+    # ------------------------------------------------------------------------------ frozen parts
+    @torch.no_grad()
+    def image_embeddings(self, paths: list[str]) -> torch.Tensor:
+        """Frozen encoder embeddings (B, D) of image files (memory + disk cache, keyed by content)."""
+        from melfusion.guidance.preprocess import load_image
+
+        out = []
+        for path in paths:
+            key = (
+                self.cache.file_key(path, {"encoder": self.image_encoder.cache_id})
+                if self.cache.enabled
+                else f"{path}"
+            )
+            if key not in self._image_memo:
+
+                def compute(path=path) -> dict[str, torch.Tensor]:
+                    emb = self.image_encoder.encode_images([load_image(path)])[0]
+                    return {"embedding": emb.float().cpu()}
+
+                item = (
+                    self.cache.get_or_compute("art2mus_image_embedding", key, compute)
+                    if self.cache.enabled
+                    else compute()
+                )
+                self._image_memo[key] = item["embedding"].float()
+            out.append(self._image_memo[key])
+        return torch.stack(out).to(self.accelerator.device)
+
+    @torch.no_grad()
+    def encode_audio(self, audio: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, T) waveforms → VAE posterior (mean, logvar), each (B, C, T', F')."""
+        if self.config.data.normalize_audio:
+            audio = normalize_waveform(audio)
+        mel = mel_spectrogram(audio.to(self.accelerator.device), self.mel_config)  # (B, frames, n_mels)
+        vae = self.pipe.vae
+        dist = vae.encode(mel.unsqueeze(1).to(vae.dtype)).latent_dist
+        return dist.mean, dist.logvar
+
+    @torch.no_grad()
+    def audio_latents(self, audio: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Posterior samples × scaling factor, (B, C, T', F'); posteriors cached per clip content."""
+        device = self.accelerator.device
+        if self.cache.enabled:
+            means, logvars = [], []
+            for i in range(audio.shape[0]):
+                key = fingerprint(
+                    [
+                        tensor_sha256(audio[i]),
+                        self._fp_audio,
+                        self.mel_config.to_dict(),
+                        self.config.data.normalize_audio,
+                    ]
+                )
+
+                def compute(i=i) -> dict[str, torch.Tensor]:
+                    mean, logvar = self.encode_audio(audio[i : i + 1])
+                    return {"mean": mean[0].cpu(), "logvar": logvar[0].cpu()}
+
+                item = self.cache.get_or_compute("art2mus_audio_latents", key, compute)
+                means.append(item["mean"])
+                logvars.append(item["logvar"])
+            mean, logvar = torch.stack(means).to(device), torch.stack(logvars).to(device)
+        else:
+            mean, logvar = self.encode_audio(audio)
+        noise = (
+            torch.randn(mean.shape, generator=generator).to(device, mean.dtype)
+            if generator is not None
+            else torch.randn_like(mean)
+        )
+        return (mean + torch.exp(0.5 * logvar) * noise) * self.pipe.vae.config.scaling_factor
+
+    @torch.no_grad()
+    def support_context(self, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """T5 states of the support prompt (computed once), expanded to (B, S, Dt) and (B, S)."""
+        if self._support is None:
+            states = self.pipe.encode_text([self.config.model.support_prompt], self.accelerator.device)
+            self._support = (states.t5, states.t5_mask)
+        t5, mask = self._support
+        return t5.expand(batch_size, -1, -1), mask.expand(batch_size, -1)
+
+    # --------------------------------------------------------------------------------------- step
+    def conditioning(
+        self, image_embeds: torch.Tensor, texts: list[str], projection: torch.nn.Module | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(LOA (B, 8, L), T5 context (B, S, Dt), its mask) with gradients into the projection."""
+        pipe = self.pipe
+        x = image_embeds.float()
+        if pipe.config.normalize_image_embeds:
+            x = F.normalize(x, dim=-1)
+        tokens = (projection or self.projection)(x)  # (B, N, L)
+        if self.config.model.condition == "image+text":
+            states = pipe.encode_text(texts, self.accelerator.device)
+            text_tokens, text_mask = pipe.project_text(states)
+            loa = pipe.language_of_audio(text_tokens, text_mask, tokens)
+            return loa, states.t5, states.t5_mask
+        loa = pipe.language_of_audio(None, None, tokens)
+        t5, mask = self.support_context(x.shape[0])
+        return loa, t5, mask
+
+    def compute_loss(
+        self,
+        batch: dict[str, Any],
+        generator: torch.Generator | None = None,
+        projection: torch.nn.Module | None = None,
+    ) -> torch.Tensor:
+        """The min-SNR-weighted diffusion loss of one batch (deterministic with `generator`)."""
+        device = self.accelerator.device
+        bsz = len(batch["text"])
+        latents = self.audio_latents(batch["audio"], generator)
+        num_t = self.noise_scheduler.config.num_train_timesteps
+        if generator is None:
+            timesteps = torch.randint(0, num_t, (bsz,), device=device)
+            noise = torch.randn_like(latents)
+        else:
+            timesteps = torch.randint(0, num_t, (bsz,), generator=generator).to(device)
+            noise = torch.randn(latents.shape, generator=generator).to(device, latents.dtype)
+        image_embeds = self.image_embeddings(batch["image_path"])
+        with self.accelerator.autocast():
+            loa, t5, mask = self.conditioning(image_embeds, batch["text"], projection)
+            noisy = self.noise_scheduler.add_noise(latents, noise, timesteps)
+            pred = self.pipe.unet(
+                noisy,
+                timesteps,
+                encoder_hidden_states=loa,
+                encoder_hidden_states_1=t5,
+                encoder_attention_mask_1=mask,
+                return_dict=False,
+            )[0]
+        target = diffusion_target(self.noise_scheduler, latents, noise, timesteps)
+        weights = None
+        if self.config.train.min_snr_gamma is not None:
+            weights = min_snr_weights(self.noise_scheduler, timesteps, self.config.train.min_snr_gamma)
+        return diffusion_loss(pred, target, weights)
+
+    def train(self, resume: str | None = None) -> list[dict[str, float]]:
+        t = self.config.train
+        acc = self.accelerator
+        if resume:
+            self.load_checkpoint(find_checkpoint(self.output_dir, resume))
+        if acc.is_main_process:
+            self.output_dir.mkdir(parents=True, exist_ok=True)
+            atomic_write_json(self.output_dir / "config.json", self.config.to_dict())
+        acc.init_trackers("art2mus", config=_flat(self.config.to_dict()))
+        bar = tqdm(
+            total=t.max_steps, initial=self.global_step, desc="train", disable=not acc.is_local_main_process
+        )
+        params = [p for p in self.pipe.image_projection.parameters() if p.requires_grad]
+        running: list[float] = []
+        while self.global_step < t.max_steps:
+            if self.batches_in_epoch >= len(self.loader):
+                self.epoch += 1
+                self.batches_in_epoch = 0
+            self.train_set.set_epoch(self.epoch)
+            loader = (
+                acc.skip_first_batches(self.loader, self.batches_in_epoch)
+                if self.batches_in_epoch
+                else self.loader
+            )
+            for dl in {id(self.loader): self.loader, id(loader): loader}.values():
+                if hasattr(dl, "set_epoch"):
+                    dl.set_epoch(self.epoch)
+            self.sampler.set_epoch(self.epoch)
+            for batch in loader:
+                self.batches_in_epoch += 1
+                self.num_skipped += int(batch.get("num_skipped", 0))
+                if len(batch["text"]) == 0:
+                    continue
+                with acc.accumulate(self.projection):
+                    loss = self.compute_loss(batch)
+                    acc.backward(loss)
+                    if acc.sync_gradients and self.config.optim.max_grad_norm > 0:
+                        acc.clip_grad_norm_(params, self.config.optim.max_grad_norm)
+                    self.optimizer.step()
+                    self.lr_scheduler.step()
+                    self.optimizer.zero_grad(set_to_none=True)
+                running.append(float(acc.gather(loss.detach()[None]).mean()))
+                if not acc.sync_gradients:
+                    continue
+                self.global_step += 1
+                bar.update()
+                record = {
+                    "step": self.global_step,
+                    "loss": float(np.mean(running)),
+                    "lr": self.lr_scheduler.get_last_lr()[0],
+                    "skipped_items": self.num_skipped,
+                }
+                running = []
+                self.history.append(record)
+                bar.set_postfix(loss=f"{record['loss']:.4f}")
+                if self.global_step % t.log_every == 0 or self.global_step == 1:
+                    acc.log({k: v for k, v in record.items() if k != "step"}, step=self.global_step)
+                if t.checkpoint_every and self.global_step % t.checkpoint_every == 0:
+                    self.save_checkpoint()
+                if self.val_set is not None and t.validate_every and self.global_step % t.validate_every == 0:
+                    self.validate()
+                if self.global_step >= t.max_steps:
+                    break
+            else:
+                self.epoch += 1
+                self.batches_in_epoch = 0
+        bar.close()
+        acc.wait_for_everyone()
+        return self.history
+
+    # -------------------------------------------------------------------------------- checkpoints
+    def save_checkpoint(self) -> Path:
+        """Projection, optimiser, LR scheduler, RNG states and data position, written atomically."""
+        acc = self.accelerator
+        root = self.output_dir / "checkpoints"
+        final = root / f"step-{self.global_step:07d}"
+        tmp = root / f".step-{self.global_step:07d}.tmp"
+        if acc.is_main_process:
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(parents=True)
+        acc.wait_for_everyone()
+        acc.save_state(str(tmp), safe_serialization=True)
+        if acc.is_main_process:
+            atomic_write_json(
+                tmp / "trainer_state.json",
+                {
+                    "trainer": TRAINER_NAME,
+                    "global_step": self.global_step,
+                    "epoch": self.epoch,
+                    "batches_in_epoch": self.batches_in_epoch,
+                    "num_skipped": self.num_skipped,
+                    "num_processes": acc.num_processes,
+                },
+            )
+            if final.exists():
+                shutil.rmtree(final)
+            os.replace(tmp, final)
+            keep = self.config.train.keep_checkpoints
+            found = sorted(
+                (int(m.group(1)), p) for p in root.glob("step-*") if (m := CHECKPOINT_RE.match(p.name))
+            )
+            for _, path in found[:-keep] if keep > 0 else []:
+                shutil.rmtree(path, ignore_errors=True)
+        acc.wait_for_everyone()
+        return final
+
+    def load_checkpoint(self, path: Path) -> None:
+        self.accelerator.load_state(str(path))
+        state = json.loads((path / "trainer_state.json").read_text())
+        self.global_step = int(state["global_step"])
+        self.epoch = int(state["epoch"])
+        self.batches_in_epoch = int(state["batches_in_epoch"])
+        self.num_skipped = int(state.get("num_skipped", 0))
+        logger.info("resumed from %s at step %d", path, self.global_step)
+
+    # --------------------------------------------------------------------------------- validation
+    @torch.no_grad()
+    def validation_loss(self, dataset: TripletDataset | None = None, seed: int = 1234) -> float:
+        """Mean loss over a dataset (default: the validation set) with fixed noise and timesteps."""
+        dataset = dataset or self.val_set
+        if dataset is None:
+            return math.nan
+        gen = torch.Generator().manual_seed(seed)
+        projection = self.accelerator.unwrap_model(self.projection)
+        projection.eval()
+        losses = []
+        loader = torch.utils.data.DataLoader(
+            dataset, batch_size=self.config.train.batch_size, collate_fn=collate_triplets
+        )
+        try:
+            for batch in loader:
+                if len(batch["text"]):
+                    losses.append(float(self.compute_loss(batch, generator=gen, projection=projection)))
+        finally:
+            projection.train()
+        return float(np.mean(losses)) if losses else math.nan
+
+    @torch.no_grad()
+    def validate(self) -> dict[str, float]:
+        """Held-out loss and a few generated clips under <output>/validation/step-N."""
+        acc = self.accelerator
+        result: dict[str, float] = {}
+        if not acc.is_main_process or self.val_set is None:
+            acc.wait_for_everyone()
+            return result
+        result["val_loss"] = self.validation_loss()
+        from melfusion.audio.io import save_audio
+
+        t = self.config.train
+        out = self.output_dir / "validation" / f"step-{self.global_step:07d}"
+        self.pipe.image_projection.eval()
+        try:
+            for i in range(min(t.num_validation_samples, len(self.val_set))):
+                rec = self.val_set.records[i]
+                res = self.pipe(
+                    image_embeds=self.image_embeddings([str(rec.image)]),
+                    prompt=rec.text if self.config.model.condition == "image+text" else None,
+                    support_prompt=self.config.model.support_prompt,
+                    negative_prompt=t.negative_prompt,
+                    num_inference_steps=t.validation_inference_steps,
+                    guidance_scale=t.validation_guidance_scale,
+                    audio_length_in_s=self.num_samples / self.mel_config.sample_rate,
+                    generator=torch.Generator().manual_seed(i),
+                    progress=False,
+                )
+                save_audio(
+                    out / f"{i:02d}_{rec.id.replace('/', '_')}.wav",
+                    res.audios[0],
+                    res.sample_rate,
+                    metadata={**res.parameters, "step": self.global_step},
+                )
+        finally:
+            self.pipe.image_projection.train()
+        acc.log(result, step=self.global_step)
+        acc.wait_for_everyone()
+        return result
+
+    # ------------------------------------------------------------------------------------- export
+    def export(self, path: str | os.PathLike[str] | None = None) -> Path:
+        """Write the trained `Art2MusPipeline` folder (safetensors) atomically."""
+        acc = self.accelerator
+        path = Path(path or self.output_dir / "final")
+        acc.wait_for_everyone()
+        if acc.is_main_process:
+            tmp = path.with_name(f".{path.name}.tmp")
+            shutil.rmtree(tmp, ignore_errors=True)
+            self.pipe.save_pretrained(tmp, safe_serialization=True)
+            if path.exists():
+                shutil.rmtree(path)
+            os.replace(tmp, path)
+        acc.wait_for_everyone()
+        return path
+
+
+def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(_flat(v, key + "."))
+        else:
+            out[key] = v if isinstance(v, int | float | str | bool) else str(v)
+    return out
+
+
+def run_art2mus(args: Any) -> int:
+    """`melfusion train` for an Art2Mus config (args: config, overrides, resume, export, no_export)."""
+    config = load_art2mus_config(args.config, getattr(args, "overrides", None))
+    config.validate()
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    trainer = Art2MusTrainer(config)
+    history = trainer.train(resume=getattr(args, "resume", None))
+    if trainer.config.train.checkpoint_every:
+        trainer.save_checkpoint()
+    if not getattr(args, "no_export", False):
+        path = trainer.export(getattr(args, "export", None))
+        if trainer.accelerator.is_main_process:
+            print(f"exported Art2Mus pipeline to {path}")
+    if trainer.accelerator.is_main_process and history:
+        print(f"step {history[-1]['step']}: loss {history[-1]['loss']:.4f}")
+    trainer.accelerator.end_training()
+    return 0
