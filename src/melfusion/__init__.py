@@ -17,6 +17,8 @@ _LAZY = {
     "GriffinLimVocoder": "melfusion.models.vocoder",
     "MeLFusionPipeline": "melfusion.pipelines.melfusion",
     "MeLFusionPipelineOutput": "melfusion.pipelines.melfusion",
+    "Art2MusPipeline": "melfusion.pipelines.art2mus",
+    "ImageProjectionLayer": "melfusion.pipelines.art2mus",
 }
 
 __all__ = ["__version__", *_LAZY]

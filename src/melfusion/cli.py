@@ -15,6 +15,8 @@ _COMMAND_MODULES = (
     "melfusion.commands.train",
     "melfusion.commands.evaluate",
     "melfusion.commands.data",
+    "melfusion.commands.pair",
+    "melfusion.commands.describe",
 )
 
 

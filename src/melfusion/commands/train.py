@@ -23,6 +23,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from melfusion.training.art2mus import is_art2mus_config
+
+    if is_art2mus_config(args.config):  # `trainer: art2mus` in the YAML → the Art2Mus projection trainer
+        from melfusion.training.art2mus import run_art2mus
+
+        return run_art2mus(args)
     from melfusion.training.config import load_config
 
     config = load_config(args.config, args.overrides)
