@@ -12,7 +12,7 @@ Prints, measured in one run (this machine is noisy; each figure is the best of -
 
 Configs (random weights; both UNets have equal token counts per level, as TANGO 256×16 vs SD 64×64):
   default  full-width (320/640/1280/1280, TANGO/SD block layout and head counts, cross-attention 1024),
-           1 layer per block, music latent 8×64×16 vs image latent 4×32×32 — minutes on a 2-core CPU.
+           1 layer per block, music latent 8×32×16 vs image latent 4×16×32 — minutes on a 2-core CPU.
   --full   the real TANGO and SD-2.1 UNet configs (2 layers per block, 8×256×16 vs 4×64×64) — use a GPU.
 
     python benchmarks/bench_sampling.py [--steps 10] [--full] [--device cuda] [--dtype bf16]
@@ -51,8 +51,8 @@ def build(full: bool, seed: int = 0) -> MeLFusionPipeline:
 
     torch.manual_seed(seed)
     lpb = 2 if full else 1
-    music_size = (256, 16) if full else (64, 16)
-    image_size = 64 if full else 32
+    music_size = (256, 16) if full else (32, 16)  # 4096 / 512 tokens at the top level
+    image_size = 64 if full else (16, 32)  # 4096 / 512 tokens: equal per-level token counts
     unet = UNet2DConditionModel(
         sample_size=music_size,
         in_channels=8,
@@ -83,7 +83,7 @@ def build(full: bool, seed: int = 0) -> MeLFusionPipeline:
         up_block_types=("UpDecoderBlock2D",) * 4,
         layers_per_block=2,
         scaling_factor=0.18215,
-        sample_size=image_size * 8,
+        sample_size=512,
     )
     tokenizer = AutoTokenizer.from_pretrained(minilm_path())
     text = BertModel(
@@ -153,7 +153,12 @@ def main() -> int:
     ap.add_argument("--dtype", choices=["fp32", "fp16", "bf16"], default="fp32")
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--seconds", type=float, default=None)
+    ap.add_argument(
+        "--threads", type=int, default=None, help="torch CPU threads (1 = steadier on a busy machine)"
+    )
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[args.dtype]
     pipe = build(args.full).to(args.device)
     if dtype != torch.float32:
@@ -208,7 +213,26 @@ def main() -> int:
             guidance_capture="inversion",
             **common,
         )
+        t_half, _ = timed(
+            pipe,
+            args.device,
+            args.repeats,
+            image=img,
+            num_waveforms_per_prompt=n,
+            image_inversion_steps=max(1, args.steps // 2),
+            **common,
+        )
+        print(
+            f"[{n} sample(s)] image branch at half the steps (--image-steps {max(1, args.steps // 2)}): "
+            f"{t_half:.2f} s ({t_half / t_text:.3f})",
+            flush=True,
+        )
         rows.append((n, t_text, t_inv, t_rev, t_hot, m_text, m_inv, m_rev))
+        print(
+            f"[{n} sample(s)] text-only {t_text:.2f} s, melfusion {t_inv:.2f} s ({t_inv / t_text:.3f}), "
+            f"reverse-pass {t_rev:.2f} s ({t_rev / t_text:.3f}), warm cache {t_hot:.2f} s ({t_hot / t_text:.3f})",
+            flush=True,
+        )
 
     print("\nsamples  text-only s  melfusion s (ratio)   reverse-pass s (ratio)  warm-cache s (ratio)")
     for n, t_text, t_inv, t_rev, t_hot, *_ in rows:

@@ -159,3 +159,19 @@ def test_bad_image_files(tiny_pipe, tmp_path, monkeypatch):
     monkeypatch.setattr("melfusion.guidance.preprocess.MAX_IMAGE_PIXELS", 50_000)
     with pytest.raises(MelfusionInputError, match="image too large"):
         tiny_pipe(big, "calm", num_inference_steps=2)
+
+
+def test_coarser_image_inversion_schedule(tiny_pipe):
+    tiny_pipe.synapse.set_alphas(0.1)
+    kw = dict(
+        num_inference_steps=STEPS, output_type="latent", generator=None, latents=torch.zeros(1, 8, 32, 16)
+    )
+    coarse = tiny_pipe(make_image(), "calm", image_inversion_steps=2, **kw)
+    assert coarse.parameters["image_inversion_steps"] == 2
+    g = tiny_pipe.visual_guidance(make_image(), 2)
+    assert len(g.timesteps) == 2 and tiny_pipe.guidance_cache.hits == 1  # the call above cached it
+    full = tiny_pipe(make_image(), "calm", **kw)
+    assert full.parameters["image_inversion_steps"] == STEPS
+    assert not torch.equal(coarse.audios, full.audios)
+    with pytest.raises(MelfusionInputError, match="image_inversion_steps"):
+        tiny_pipe(make_image(), "calm", image_inversion_steps=0, num_inference_steps=2)

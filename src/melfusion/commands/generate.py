@@ -63,6 +63,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="image K/V capture: during DDIM inversion (default, N image UNet calls) or a separate reverse pass (2N)",
     )
     p.add_argument(
+        "--image-steps",
+        type=int,
+        default=None,
+        help="image-branch DDIM inversion steps (default: --steps); fewer = cheaper, nearest-timestep features",
+    )
+    p.add_argument(
         "--loudness",
         type=float,
         default=None,
@@ -97,6 +103,8 @@ def _validate(args: argparse.Namespace) -> None:
             raise MelfusionInputError(f"--out must end in .wav or .flac, got {args.out!r}")
     if args.seconds is not None and (not math.isfinite(args.seconds) or not 0 < args.seconds <= 600):
         raise MelfusionInputError(f"--seconds must be in (0, 600], got {args.seconds}")
+    if args.image_steps is not None and not 1 <= args.image_steps <= 1000:
+        raise MelfusionInputError(f"--image-steps must be in [1, 1000], got {args.image_steps}")
     if not 1 <= args.steps <= 1000:
         raise MelfusionInputError(f"--steps must be in [1, 1000], got {args.steps}")
     if not math.isfinite(args.guidance) or args.guidance < 0:
@@ -210,6 +218,7 @@ def run(args: argparse.Namespace) -> int:
         num_waveforms_per_prompt=args.num_samples,
         generator=generator,
         guidance_capture=args.capture,
+        image_inversion_steps=args.image_steps,
         seed=seed,
     )
     elapsed = time.perf_counter() - start
@@ -283,6 +292,7 @@ def run_manifest(args: argparse.Namespace) -> int:
                     image_guidance_scale=args.image_guidance,
                     generator=torch.Generator(device="cpu").manual_seed(seed),
                     guidance_capture=args.capture,
+                    image_inversion_steps=args.image_steps,
                     seed=seed,
                     progress=False,
                 )

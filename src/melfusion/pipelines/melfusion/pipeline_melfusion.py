@@ -259,6 +259,7 @@ class MeLFusionPipeline(DiffusionPipeline):
         latents: torch.Tensor | None = None,
         output_type: str = "np",
         guidance_capture: str = "inversion",
+        image_inversion_steps: int | None = None,
         use_image: bool = True,
         progress: bool = True,
         seed: int | None = None,
@@ -273,6 +274,9 @@ class MeLFusionPipeline(DiffusionPipeline):
             image_guidance_scale: if set, three CFG branches as in InstructPix2Pix:
                 ε = ε(∅, no image) + s_t·(ε(text, no image) − ε(∅, no image)) + s_i·(ε(text, image) − ε(text, no image)).
                 Default ``None``: the image is injected in both CFG branches (the released code's behaviour).
+            image_inversion_steps: steps of the image branch (default: ``num_inference_steps``, one capture
+                per music step). Fewer steps cut the image cost proportionally; each music step then uses the
+                capture at the nearest timestep.
             guidance_capture: "inversion" (K/V captured during DDIM inversion, N image UNet calls) or
                 "reverse" (separate reverse pass from z_T as in Alg. 2, 2N calls).
             use_image: False runs the same UNet text-only (synapse disabled): the ablation baseline.
@@ -302,6 +306,11 @@ class MeLFusionPipeline(DiffusionPipeline):
             num_waveforms_per_prompt,
             guidance_capture,
         )
+        image_steps = num_inference_steps if image_inversion_steps is None else image_inversion_steps
+        if not isinstance(image_steps, int) or not 1 <= image_steps <= MAX_STEPS:
+            raise MelfusionInputError(
+                f"image_inversion_steps must be an integer in [1, {MAX_STEPS}], got {image_steps!r}"
+            )
         if output_type not in ("np", "pt", "mel", "latent"):
             raise MelfusionInputError(
                 f"output_type must be 'np', 'pt', 'mel' or 'latent', got {output_type!r}"
@@ -331,7 +340,7 @@ class MeLFusionPipeline(DiffusionPipeline):
             hashes: dict[str, int] = {}
             per_prompt = images if len(images) == n_prompts else images * n_prompts
             for p, img in enumerate(per_prompt):
-                g = self.visual_guidance(img, num_inference_steps, guidance_capture, progress)
+                g = self.visual_guidance(img, image_steps, guidance_capture, progress)
                 h = g.meta["image_sha256"]
                 if h not in hashes:
                     hashes[h] = len(guidances)
@@ -404,6 +413,7 @@ class MeLFusionPipeline(DiffusionPipeline):
             "num_waveforms_per_prompt": num_waveforms_per_prompt,
             "scheduler": type(self.scheduler).__name__,
             "guidance_capture": guidance_capture,
+            "image_inversion_steps": image_steps if use_image else None,
             "use_image": use_image,
             "seed": seed,
             "alphas": [round(float(a), 6) for a in self.synapse.alphas()],
