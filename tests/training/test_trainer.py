@@ -162,6 +162,7 @@ def test_config_file_and_overrides(tmp_path):
     assert cfg.train.max_steps == 9 and cfg.train.min_snr_gamma == 5 and cfg.train.ema_decay is None
     assert cfg.optim.lr_alpha == 1e-5 and cfg.train.mixed_precision == "bf16"
     assert parse_override("data.val_manifest=v.jsonl") == ("data.val_manifest", "v.jsonl")
+    assert load_config(None, ["train.mixed_precision=no"]).train.mixed_precision == "no"  # not YAML's False
     for bad, msg in [
         ("train.nope=1", "has no setting"),
         ("nosection.x=1", "unknown setting"),

@@ -140,6 +140,8 @@ def _assign(cfg: ExperimentConfig, dotted: str, value: Any, source: str) -> None
             f"{source}: {parts[0]} has no setting {parts[1]!r}; known: {', '.join(sorted(names))}"
         )
     current = getattr(section, parts[1])
+    if isinstance(current, str) and isinstance(value, bool):  # YAML 1.1 reads a bare no/yes as a boolean
+        value = "yes" if value else "no"
     if isinstance(current, bool) and not isinstance(value, bool):
         raise MelfusionInputError(f"{source}: {dotted} must be true or false, got {value!r}")
     if isinstance(current, int | float) and not isinstance(current, bool) and value is not None:
