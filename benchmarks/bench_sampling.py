@@ -185,8 +185,8 @@ def main() -> int:
     variants = {  # name: (extra call kwargs, start from an empty guidance cache)
         "text": (dict(use_image=False), True),
         "inv": (dict(guidance_capture="inversion"), True),
+        "hot": (dict(guidance_capture="inversion"), False),  # right after "inv": its guidance is cached
         "rev": (dict(guidance_capture="reverse"), True),
-        "hot": (dict(guidance_capture="inversion"), False),
         "half": (dict(image_inversion_steps=half), True),
     }
     for n in (1, 4):

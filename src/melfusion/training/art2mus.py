@@ -21,7 +21,6 @@ import json
 import logging
 import math
 import os
-import re
 import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -44,10 +43,15 @@ from melfusion.errors import MelfusionInputError
 from melfusion.guidance.preprocess import tensor_sha256
 from melfusion.pipelines.art2mus.constants import NEGATIVE_PROMPT, SUPPORT_PROMPT
 from melfusion.training.losses import diffusion_loss, diffusion_target, min_snr_weights
+from melfusion.training.trainer import (
+    CHECKPOINT_RE,
+    EpochSampler,
+    find_checkpoint,
+    flat_dict,
+)
 from melfusion.utils.files import atomic_write_json
 
 logger = logging.getLogger(__name__)
-CHECKPOINT_RE = re.compile(r"^step-(\d+)$")
 TRAINER_NAME = "art2mus"
 CONDITIONS = ("image", "image+text")
 IMAGE_ENCODERS = ("auto", "clip", "imagebind")
@@ -296,43 +300,6 @@ def _as_config(config: Art2MusConfig | dict[str, Any] | str | os.PathLike[str]) 
 
 
 # ----------------------------------------------------------------------------------- small helpers
-
-
-class EpochSampler(torch.utils.data.Sampler[int]):
-    """A fresh permutation per epoch from (seed, epoch) alone, so a resumed run sees the same order."""
-
-    def __init__(self, n: int, seed: int = 0):
-        self.n, self.seed, self.epoch = n, seed, 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __iter__(self):
-        g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
-        return iter(torch.randperm(self.n, generator=g).tolist())
-
-    def __len__(self) -> int:
-        return self.n
-
-
-def find_checkpoint(output_dir: str | os.PathLike[str], which: str) -> Path:
-    """`which` = "latest" or a checkpoint folder."""
-    if which != "latest":
-        path = Path(which)
-        if not (path / "trainer_state.json").is_file():
-            raise MelfusionInputError(f"--resume {which}: not a checkpoint folder (no trainer_state.json)")
-        return path
-    root = Path(output_dir) / "checkpoints"
-    found = sorted(
-        (int(m.group(1)), p)
-        for p in (root.glob("step-*") if root.is_dir() else [])
-        if (m := CHECKPOINT_RE.match(p.name)) and (p / "trainer_state.json").is_file()
-    )
-    if not found:
-        raise MelfusionInputError(
-            f"--resume latest: no checkpoint under {root} (train without --resume first)"
-        )
-    return found[-1][1]
 
 
 def normalize_waveform(audio: torch.Tensor) -> torch.Tensor:
@@ -657,7 +624,7 @@ class Art2MusTrainer:
         if acc.is_main_process:
             self.output_dir.mkdir(parents=True, exist_ok=True)
             atomic_write_json(self.output_dir / "config.json", self.config.to_dict())
-        acc.init_trackers("art2mus", config=_flat(self.config.to_dict()))
+        acc.init_trackers("art2mus", config=flat_dict(self.config.to_dict()))
         bar = tqdm(
             total=t.max_steps, initial=self.global_step, desc="train", disable=not acc.is_local_main_process
         )
@@ -841,17 +808,6 @@ class Art2MusTrainer:
             os.replace(tmp, path)
         acc.wait_for_everyone()
         return path
-
-
-def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict):
-            out.update(_flat(v, key + "."))
-        else:
-            out[key] = v if isinstance(v, int | float | str | bool) else str(v)
-    return out
 
 
 def run_art2mus(args: Any) -> int:

@@ -411,7 +411,7 @@ class MeLFusionTrainer:
         if acc.is_main_process:
             self.output_dir.mkdir(parents=True, exist_ok=True)
             atomic_write_json(self.output_dir / "config.json", self.config.to_dict())
-        acc.init_trackers("melfusion", config=_flat(self.config.to_dict()))
+        acc.init_trackers("melfusion", config=flat_dict(self.config.to_dict()))
         bar = tqdm(
             total=t.max_steps, initial=self.global_step, desc="train", disable=not acc.is_local_main_process
         )
@@ -622,12 +622,12 @@ class _null:
         return False
 
 
-def _flat(d: dict, prefix: str = "") -> dict[str, Any]:
+def flat_dict(d: dict, prefix: str = "") -> dict[str, Any]:
     out: dict[str, Any] = {}
     for k, v in d.items():
         key = f"{prefix}{k}"
         if isinstance(v, dict):
-            out.update(_flat(v, key + "."))
+            out.update(flat_dict(v, key + "."))
         else:
             out[key] = v if isinstance(v, int | float | str | bool) else str(v)
     return out
