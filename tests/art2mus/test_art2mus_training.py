@@ -13,11 +13,11 @@ from melfusion.errors import MelfusionInputError
 from melfusion.training.art2mus import (
     Art2MusConfig,
     Art2MusTrainer,
-    find_checkpoint,
     is_art2mus_config,
     load_art2mus_config,
     run_art2mus,
 )
+from melfusion.training.loop import find_checkpoint
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 

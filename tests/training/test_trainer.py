@@ -13,7 +13,8 @@ from melfusion_testing import write_triplets
 
 from melfusion.errors import MelfusionInputError
 from melfusion.training.config import load_config, parse_override
-from melfusion.training.trainer import MeLFusionTrainer, find_checkpoint
+from melfusion.training.loop import find_checkpoint
+from melfusion.training.trainer import MeLFusionTrainer
 
 BASE = [
     "train.batch_size=2",

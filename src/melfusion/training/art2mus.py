@@ -17,7 +17,6 @@ Checkpoints are accelerate `save_state` folders written atomically (step-N/ + tr
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import math
 import os
@@ -33,7 +32,6 @@ import yaml
 from accelerate import Accelerator
 from accelerate.utils import ProjectConfiguration, set_seed
 from diffusers.optimization import get_scheduler
-from tqdm.auto import tqdm
 
 from melfusion.audio.mel import MelConfig, mel_spectrogram
 from melfusion.data.cache import FeatureCache, fingerprint, model_fingerprint
@@ -42,14 +40,8 @@ from melfusion.data.manifest import read_manifest_with_problems
 from melfusion.errors import MelfusionInputError
 from melfusion.guidance.preprocess import tensor_sha256
 from melfusion.pipelines.art2mus.constants import NEGATIVE_PROMPT, SUPPORT_PROMPT
+from melfusion.training.loop import EpochSampler, TrainLoopMixin
 from melfusion.training.losses import diffusion_loss, diffusion_target, min_snr_weights
-from melfusion.training.trainer import (
-    CHECKPOINT_RE,
-    EpochSampler,
-    find_checkpoint,
-    flat_dict,
-)
-from melfusion.utils.files import atomic_write_json
 
 logger = logging.getLogger(__name__)
 TRAINER_NAME = "art2mus"
@@ -344,7 +336,9 @@ def build_art2mus_pipeline(config: Art2MusModelConfig, seed: int = 0):
 # ----------------------------------------------------------------------------------------- trainer
 
 
-class Art2MusTrainer:
+class Art2MusTrainer(TrainLoopMixin):
+    tracker_name = "art2mus"
+
     """`Art2MusTrainer(config).train(resume=None)`, `save_checkpoint()`, `export(path=None)`."""
 
     def __init__(
@@ -616,120 +610,15 @@ class Art2MusTrainer:
             weights = min_snr_weights(self.noise_scheduler, timesteps, self.config.train.min_snr_gamma)
         return diffusion_loss(pred, target, weights)
 
-    def train(self, resume: str | None = None) -> list[dict[str, float]]:
-        t = self.config.train
-        acc = self.accelerator
-        if resume:
-            self.load_checkpoint(find_checkpoint(self.output_dir, resume))
-        if acc.is_main_process:
-            self.output_dir.mkdir(parents=True, exist_ok=True)
-            atomic_write_json(self.output_dir / "config.json", self.config.to_dict())
-        acc.init_trackers("art2mus", config=flat_dict(self.config.to_dict()))
-        bar = tqdm(
-            total=t.max_steps, initial=self.global_step, desc="train", disable=not acc.is_local_main_process
-        )
-        params = [p for p in self.pipe.image_projection.parameters() if p.requires_grad]
-        running: list[float] = []
-        while self.global_step < t.max_steps:
-            if self.batches_in_epoch >= len(self.loader):
-                self.epoch += 1
-                self.batches_in_epoch = 0
-            self.train_set.set_epoch(self.epoch)
-            loader = (
-                acc.skip_first_batches(self.loader, self.batches_in_epoch)
-                if self.batches_in_epoch
-                else self.loader
-            )
-            for dl in {id(self.loader): self.loader, id(loader): loader}.values():
-                if hasattr(dl, "set_epoch"):
-                    dl.set_epoch(self.epoch)
-            self.sampler.set_epoch(self.epoch)
-            for batch in loader:
-                self.batches_in_epoch += 1
-                self.num_skipped += int(batch.get("num_skipped", 0))
-                if len(batch["text"]) == 0:
-                    continue
-                with acc.accumulate(self.projection):
-                    loss = self.compute_loss(batch)
-                    acc.backward(loss)
-                    if acc.sync_gradients and self.config.optim.max_grad_norm > 0:
-                        acc.clip_grad_norm_(params, self.config.optim.max_grad_norm)
-                    self.optimizer.step()
-                    self.lr_scheduler.step()
-                    self.optimizer.zero_grad(set_to_none=True)
-                running.append(float(acc.gather(loss.detach()[None]).mean()))
-                if not acc.sync_gradients:
-                    continue
-                self.global_step += 1
-                bar.update()
-                record = {
-                    "step": self.global_step,
-                    "loss": float(np.mean(running)),
-                    "lr": self.lr_scheduler.get_last_lr()[0],
-                    "skipped_items": self.num_skipped,
-                }
-                running = []
-                self.history.append(record)
-                bar.set_postfix(loss=f"{record['loss']:.4f}")
-                if self.global_step % t.log_every == 0 or self.global_step == 1:
-                    acc.log({k: v for k, v in record.items() if k != "step"}, step=self.global_step)
-                if t.checkpoint_every and self.global_step % t.checkpoint_every == 0:
-                    self.save_checkpoint()
-                if self.val_set is not None and t.validate_every and self.global_step % t.validate_every == 0:
-                    self.validate()
-                if self.global_step >= t.max_steps:
-                    break
-            else:
-                self.epoch += 1
-                self.batches_in_epoch = 0
-        bar.close()
-        acc.wait_for_everyone()
-        return self.history
+    # Training loop, checkpoints and resume: TrainLoopMixin (training/loop.py).
+    def _loop_model(self) -> torch.nn.Module:
+        return self.projection
 
-    # -------------------------------------------------------------------------------- checkpoints
-    def save_checkpoint(self) -> Path:
-        """Projection, optimiser, LR scheduler, RNG states and data position, written atomically."""
-        acc = self.accelerator
-        root = self.output_dir / "checkpoints"
-        final = root / f"step-{self.global_step:07d}"
-        tmp = root / f".step-{self.global_step:07d}.tmp"
-        if acc.is_main_process:
-            shutil.rmtree(tmp, ignore_errors=True)
-            tmp.mkdir(parents=True)
-        acc.wait_for_everyone()
-        acc.save_state(str(tmp), safe_serialization=True)
-        if acc.is_main_process:
-            atomic_write_json(
-                tmp / "trainer_state.json",
-                {
-                    "trainer": TRAINER_NAME,
-                    "global_step": self.global_step,
-                    "epoch": self.epoch,
-                    "batches_in_epoch": self.batches_in_epoch,
-                    "num_skipped": self.num_skipped,
-                    "num_processes": acc.num_processes,
-                },
-            )
-            if final.exists():
-                shutil.rmtree(final)
-            os.replace(tmp, final)
-            keep = self.config.train.keep_checkpoints
-            found = sorted(
-                (int(m.group(1)), p) for p in root.glob("step-*") if (m := CHECKPOINT_RE.match(p.name))
-            )
-            for _, path in found[:-keep] if keep > 0 else []:
-                shutil.rmtree(path, ignore_errors=True)
-        acc.wait_for_everyone()
-        return final
+    def _trainable_parameters(self) -> list[torch.nn.Parameter]:
+        return [p for p in self.pipe.image_projection.parameters() if p.requires_grad]
 
-    def load_checkpoint(self, path: Path) -> None:
-        self.accelerator.load_state(str(path))
-        state = json.loads((path / "trainer_state.json").read_text())
-        self.global_step = int(state["global_step"])
-        self.epoch = int(state["epoch"])
-        self.batches_in_epoch = int(state["batches_in_epoch"])
-        self.num_skipped = int(state.get("num_skipped", 0))
-        logger.info("resumed from %s at step %d", path, self.global_step)
+    def _checkpoint_state(self) -> dict[str, Any]:
+        return {"trainer": TRAINER_NAME}
 
     # --------------------------------------------------------------------------------- validation
     @torch.no_grad()

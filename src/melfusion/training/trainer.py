@@ -11,11 +11,9 @@ Only θ (music UNet) and α (synapse) receive gradients.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
-import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -26,13 +24,11 @@ from accelerate import Accelerator
 from accelerate.utils import ProjectConfiguration, set_seed
 from diffusers.optimization import get_scheduler
 from diffusers.training_utils import EMAModel
-from tqdm.auto import tqdm
 
 from melfusion.audio.mel import MelConfig, mel_spectrogram
 from melfusion.data.cache import FeatureCache, fingerprint, model_fingerprint
 from melfusion.data.dataset import TripletDataset, collate_triplets
 from melfusion.data.manifest import read_manifest_with_problems
-from melfusion.errors import MelfusionInputError
 from melfusion.guidance.preprocess import tensor_sha256
 from melfusion.guidance.visual_guidance import (
     InversionTrajectory,
@@ -44,28 +40,10 @@ from melfusion.guidance.visual_guidance import (
 from melfusion.models.synapse import VisualSynapse
 from melfusion.pipelines.melfusion import MeLFusionPipeline
 from melfusion.training.config import ExperimentConfig, ModelConfig
+from melfusion.training.loop import EpochSampler, TrainLoopMixin
 from melfusion.training.losses import diffusion_loss, diffusion_target, min_snr_weights
-from melfusion.utils.files import atomic_write_json
 
 logger = logging.getLogger(__name__)
-CHECKPOINT_RE = re.compile(r"^step-(\d+)$")
-
-
-class EpochSampler(torch.utils.data.Sampler[int]):
-    """A fresh permutation per epoch from (seed, epoch) alone, so a resumed run sees the same order."""
-
-    def __init__(self, n: int, seed: int = 0):
-        self.n, self.seed, self.epoch = n, seed, 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __iter__(self):
-        g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
-        return iter(torch.randperm(self.n, generator=g).tolist())
-
-    def __len__(self) -> int:
-        return self.n
 
 
 class Denoiser(torch.nn.Module):
@@ -125,31 +103,9 @@ def build_pipeline(config: ModelConfig, seed: int) -> MeLFusionPipeline:
     )
 
 
-def find_checkpoint(output_dir: str | os.PathLike, which: str) -> Path:
-    """``which`` = "latest" or a checkpoint folder path."""
-    if which != "latest":
-        path = Path(which)
-        if not (path / "trainer_state.json").is_file():
-            raise MelfusionInputError(f"--resume {which}: not a checkpoint folder (no trainer_state.json)")
-        return path
-    root = Path(output_dir) / "checkpoints"
-    found = (
-        sorted(
-            (int(m.group(1)), p)
-            for p in root.glob("step-*")
-            if (m := CHECKPOINT_RE.match(p.name)) and (p / "trainer_state.json").is_file()
-        )
-        if root.is_dir()
-        else []
-    )
-    if not found:
-        raise MelfusionInputError(
-            f"--resume latest: no checkpoint under {root} (train without --resume first)"
-        )
-    return found[-1][1]
+class MeLFusionTrainer(TrainLoopMixin):
+    tracker_name = "melfusion"
 
-
-class MeLFusionTrainer:
     def __init__(self, config: ExperimentConfig, accelerator: Accelerator | None = None):
         config.validate()
         self.config = config
@@ -403,126 +359,16 @@ class MeLFusionTrainer:
             weights = min_snr_weights(self.noise_scheduler, timesteps, t_cfg.min_snr_gamma)
         return diffusion_loss(pred, target, weights)
 
-    def train(self, resume: str | None = None) -> list[dict[str, float]]:
-        t = self.config.train
-        acc = self.accelerator
-        if resume:
-            self.load_checkpoint(find_checkpoint(self.output_dir, resume))
-        if acc.is_main_process:
-            self.output_dir.mkdir(parents=True, exist_ok=True)
-            atomic_write_json(self.output_dir / "config.json", self.config.to_dict())
-        acc.init_trackers("melfusion", config=flat_dict(self.config.to_dict()))
-        bar = tqdm(
-            total=t.max_steps, initial=self.global_step, desc="train", disable=not acc.is_local_main_process
-        )
-        params = self._trainable_parameters()
-        running: list[float] = []
-        while self.global_step < t.max_steps:
-            if self.batches_in_epoch >= len(self.loader):  # resumed exactly at an epoch boundary
-                self.epoch += 1
-                self.batches_in_epoch = 0
-            self.train_set.set_epoch(self.epoch)
-            loader = (
-                acc.skip_first_batches(self.loader, self.batches_in_epoch)
-                if self.batches_in_epoch
-                else self.loader
-            )
-            # accelerate's loaders reset the sampler epoch to their own pass count on __iter__: align both
-            for dl in {id(self.loader): self.loader, id(loader): loader}.values():
-                if hasattr(dl, "set_epoch"):
-                    dl.set_epoch(self.epoch)
-            self.sampler.set_epoch(self.epoch)
-            for batch in loader:
-                self.batches_in_epoch += 1
-                self.num_skipped += int(batch.get("num_skipped", 0))
-                if len(batch["text"]) == 0:
-                    continue
-                with acc.accumulate(self.model):
-                    loss = self.compute_loss(batch)
-                    acc.backward(loss)
-                    if acc.sync_gradients and self.config.optim.max_grad_norm > 0:
-                        acc.clip_grad_norm_(params, self.config.optim.max_grad_norm)
-                    self.optimizer.step()
-                    self.lr_scheduler.step()
-                    self.optimizer.zero_grad(set_to_none=True)
-                    self.pipe.synapse.clear_visual_features()
-                running.append(float(acc.gather(loss.detach()[None]).mean()))
-                if not acc.sync_gradients:
-                    continue
-                self.global_step += 1
-                if self.ema is not None:
-                    self.ema.step(params)
-                bar.update()
-                record = {
-                    "step": self.global_step,
-                    "loss": float(np.mean(running)),
-                    "lr": self.lr_scheduler.get_last_lr()[0],
-                    "skipped_items": self.num_skipped,
-                }
-                running = []
-                self.history.append(record)
-                bar.set_postfix(loss=f"{record['loss']:.4f}")
-                if self.global_step % t.log_every == 0 or self.global_step == 1:
-                    acc.log({k: v for k, v in record.items() if k != "step"}, step=self.global_step)
-                if t.checkpoint_every and self.global_step % t.checkpoint_every == 0:
-                    self.save_checkpoint()
-                if self.val_set is not None and t.validate_every and self.global_step % t.validate_every == 0:
-                    self.validate()
-                if self.global_step >= t.max_steps:
-                    break
-            else:
-                self.epoch += 1
-                self.batches_in_epoch = 0
-        bar.close()
-        acc.wait_for_everyone()
-        return self.history
+    # Training loop, checkpoints and resume: TrainLoopMixin (training/loop.py). Hooks used here:
+    def _loop_model(self) -> torch.nn.Module:
+        return self.model
 
-    # ----------------------------------------------------------------------------------- checkpoints
-    def save_checkpoint(self) -> Path:
-        """Model, α, optimiser, LR scheduler, EMA, RNG states and data position, written atomically."""
-        acc = self.accelerator
-        root = self.output_dir / "checkpoints"
-        final = root / f"step-{self.global_step:07d}"
-        tmp = root / f".step-{self.global_step:07d}.tmp"
-        if acc.is_main_process:
-            shutil.rmtree(tmp, ignore_errors=True)
-            tmp.mkdir(parents=True)
-        acc.wait_for_everyone()
-        acc.save_state(str(tmp), safe_serialization=True)
-        if acc.is_main_process:
-            atomic_write_json(
-                tmp / "trainer_state.json",
-                {
-                    "global_step": self.global_step,
-                    "epoch": self.epoch,
-                    "batches_in_epoch": self.batches_in_epoch,
-                    "num_skipped": self.num_skipped,
-                    "num_processes": acc.num_processes,
-                },
-            )
-            if final.exists():
-                shutil.rmtree(final)
-            os.replace(tmp, final)
-            self._prune_checkpoints(root)
-        acc.wait_for_everyone()
-        return final
+    def _after_optimizer_step(self) -> None:
+        self.pipe.synapse.clear_visual_features()  # kept through backward for gradient checkpointing
 
-    def _prune_checkpoints(self, root: Path) -> None:
-        keep = self.config.train.keep_checkpoints
-        found = sorted(
-            (int(m.group(1)), p) for p in root.glob("step-*") if (m := CHECKPOINT_RE.match(p.name))
-        )
-        for _, path in found[:-keep] if keep > 0 else []:
-            shutil.rmtree(path, ignore_errors=True)
-
-    def load_checkpoint(self, path: Path) -> None:
-        self.accelerator.load_state(str(path))
-        state = json.loads((path / "trainer_state.json").read_text())
-        self.global_step = int(state["global_step"])
-        self.epoch = int(state["epoch"])
-        self.batches_in_epoch = int(state["batches_in_epoch"])
-        self.num_skipped = int(state.get("num_skipped", 0))
-        logger.info("resumed from %s at step %d", path, self.global_step)
+    def _after_sync_step(self, params: list[torch.nn.Parameter]) -> None:
+        if self.ema is not None:
+            self.ema.step(params)
 
     # ------------------------------------------------------------------------------------ validation
     @torch.no_grad()
@@ -620,17 +466,6 @@ class _null:
 
     def __exit__(self, *exc):
         return False
-
-
-def flat_dict(d: dict, prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict):
-            out.update(flat_dict(v, key + "."))
-        else:
-            out[key] = v if isinstance(v, int | float | str | bool) else str(v)
-    return out
 
 
 def _save_spectrogram_png(audio: np.ndarray, mel: MelConfig, path: Path) -> None:
