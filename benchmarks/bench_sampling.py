@@ -32,7 +32,7 @@ from PIL import Image
 from transformers import BertConfig, BertModel
 
 from melfusion.models.synapse import VisualSynapse
-from melfusion.models.tiny import _SD_LIKE_SCHEDULER, minilm_path
+from melfusion.models.tiny import SD_LIKE_SCHEDULER, minilm_path
 from melfusion.models.vocoder import GriffinLimVocoder
 from melfusion.pipelines.melfusion import MeLFusionPipeline
 
@@ -95,7 +95,7 @@ def build(full: bool, seed: int = 0) -> MeLFusionPipeline:
             max_position_embeddings=128,
         )
     )
-    sched = DDIMScheduler(prediction_type="v_prediction", **_SD_LIKE_SCHEDULER)
+    sched = DDIMScheduler(prediction_type="v_prediction", **SD_LIKE_SCHEDULER)
     pipe = MeLFusionPipeline(
         text_encoder=text.eval(),
         tokenizer=tokenizer,
@@ -105,7 +105,7 @@ def build(full: bool, seed: int = 0) -> MeLFusionPipeline:
         scheduler=sched,
         image_unet=image_unet.eval(),
         image_vae=image_vae.eval(),
-        image_scheduler=DDIMScheduler(prediction_type="v_prediction", **_SD_LIKE_SCHEDULER),
+        image_scheduler=DDIMScheduler(prediction_type="v_prediction", **SD_LIKE_SCHEDULER),
         image_text_encoder=text.eval(),
         image_tokenizer=tokenizer,
         synapse=VisualSynapse.from_unets(unet, image_unet),

@@ -160,3 +160,25 @@ def test_lru_cache():
     cache.put(("c",), 3)  # evicts b (least recently used)
     assert cache.get(("b",)) is None and cache.get(("c",)) == 3
     assert cache.hits == 2 and cache.misses == 1 and len(cache) == 2
+
+
+def test_batched_inversion_equals_one_image_at_a_time():
+    from melfusion.guidance.visual_guidance import ddim_invert, ddim_invert_batch
+
+    unet = _smooth_unet()
+    z = torch.cat([_latent(), -_latent(), 0.5 * _latent()])
+    null = torch.zeros(1, 3, 12)
+    _, inverse = make_image_schedulers(SCHED)
+    batch = ddim_invert_batch(
+        z, unet=unet, inverse_scheduler=inverse, null_prompt_embeds=null, num_inference_steps=6
+    )
+    assert len(batch) == 3
+    for i, traj in enumerate(batch):
+        one = ddim_invert(
+            z[i : i + 1], unet=unet, inverse_scheduler=inverse, null_prompt_embeds=null, num_inference_steps=6
+        )
+        assert torch.equal(traj.timesteps, one.timesteps)
+        assert traj.latents.shape == one.latents.shape == (7, *z.shape[1:])
+        assert torch.allclose(traj.latents, one.latents, atol=1e-5)
+    with pytest.raises(ValueError, match="ddim_invert_batch"):
+        ddim_invert(z, unet=unet, inverse_scheduler=inverse, null_prompt_embeds=null, num_inference_steps=6)

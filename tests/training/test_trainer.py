@@ -293,3 +293,30 @@ def test_bf16_and_gradient_checkpointing_run(manifest, tmp_path, fresh_accelerat
     history = trainer.train()
     assert trainer.pipe.unet.is_gradient_checkpointing and trainer.accelerator.mixed_precision == "bf16"
     assert len(history) == 1 and torch.isfinite(torch.tensor(history[0]["loss"]))
+
+
+def test_precompute_fills_cache_once_and_training_reads_it(manifest, tmp_path):
+    trainer = MeLFusionTrainer(
+        _config(manifest, tmp_path / "run", "train.max_steps=2", "data.random_crop=false")
+    )
+    assert trainer.precompute(batch_size=3) == 4  # every image inverted, in batches
+
+    def files():
+        return {
+            kind: sorted(
+                p.name for p in trainer.cache.path(kind, "0" * 64).parent.parent.rglob("*.safetensors")
+            )
+            for kind in ("image_trajectory", "audio_latents")
+        }
+
+    before = files()
+    assert [len(v) for v in before.values()] == [4, 4]
+    assert trainer.precompute(batch_size=3) == 0  # second time: all cached
+    trainer.train()
+    assert files() == before  # training found every trajectory and audio latent in the cache
+    px = trainer.train_set[0]["pixel_values"]
+    cached = trainer.trajectory(px)
+    fresh = MeLFusionTrainer(
+        _config(manifest, tmp_path / "fresh", "train.use_cache=false", "data.random_crop=false")
+    ).trajectory(px)
+    assert torch.allclose(cached.latents, fresh.latents, atol=1e-5)

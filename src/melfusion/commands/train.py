@@ -24,6 +24,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from melfusion.training.art2mus import is_art2mus_config
+    from melfusion.training.components import is_component_config, run_component
+
+    if is_component_config(args.config):  # `trainer: component` → audio VAE / image VAE / image LDM
+        return run_component(args)
 
     if is_art2mus_config(args.config):  # `trainer: art2mus` in the YAML → the Art2Mus projection trainer
         from melfusion.training.art2mus import run_art2mus
@@ -39,6 +43,7 @@ def run(args: argparse.Namespace) -> int:
 
     transformers.logging.set_verbosity_error()
     trainer = MeLFusionTrainer(config)
+    trainer.precompute()  # batched image inversions (+ audio latents) into the feature cache; no-op when cached
     history = trainer.train(resume=args.resume)
     if trainer.config.train.checkpoint_every:
         trainer.save_checkpoint()

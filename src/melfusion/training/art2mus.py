@@ -16,7 +16,6 @@ Checkpoints are accelerate `save_state` folders written atomically (step-N/ + tr
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import math
 import os
@@ -28,7 +27,6 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-import yaml
 from accelerate import Accelerator
 from accelerate.utils import ProjectConfiguration, set_seed
 from diffusers.optimization import get_scheduler
@@ -42,6 +40,7 @@ from melfusion.guidance.preprocess import tensor_sha256
 from melfusion.pipelines.art2mus.constants import NEGATIVE_PROMPT, SUPPORT_PROMPT
 from melfusion.training.loop import EpochSampler, TrainLoopMixin
 from melfusion.training.losses import diffusion_loss, diffusion_target, min_snr_weights
+from melfusion.training.settings import config_from_dict, config_trainer, load_typed_config
 
 logger = logging.getLogger(__name__)
 TRAINER_NAME = "art2mus"
@@ -114,14 +113,6 @@ class Art2MusTrainConfig:
     report_to: str = "tensorboard"
 
 
-_SECTION_TYPES = {
-    "model": Art2MusModelConfig,
-    "data": Art2MusDataConfig,
-    "optim": Art2MusOptimConfig,
-    "train": Art2MusTrainConfig,
-}
-
-
 @dataclass
 class Art2MusConfig:
     trainer: str = TRAINER_NAME
@@ -135,21 +126,7 @@ class Art2MusConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str = "config") -> Art2MusConfig:
-        cfg = cls()
-        for key, value in (data or {}).items():
-            if key == "trainer":
-                if value != TRAINER_NAME:
-                    raise MelfusionInputError(f"{source}: trainer must be {TRAINER_NAME!r}, got {value!r}")
-                continue
-            if key not in _SECTION_TYPES:
-                raise MelfusionInputError(
-                    f"{source}: unknown section {key!r}; use trainer, {', '.join(_SECTION_TYPES)}"
-                )
-            if not isinstance(value, dict):
-                raise MelfusionInputError(f"{source}: section {key!r} must be a mapping")
-            for name, item in value.items():
-                _assign(cfg, f"{key}.{name}", item, source)
-        return cfg
+        return config_from_dict(cls, data, source, TRAINER_NAME)
 
     def validate(self) -> None:
         m, t, o = self.model, self.train, self.optim
@@ -186,74 +163,9 @@ class Art2MusConfig:
             raise MelfusionInputError("data.audio_seconds must be > 0")
 
 
-def _coerce(value: Any) -> Any:
-    if isinstance(value, str):  # YAML 1.1 reads "1e-5" as a string
-        for kind in (int, float):
-            try:
-                return kind(value)
-            except ValueError:
-                pass
-    return value
-
-
-def _assign(cfg: Art2MusConfig, dotted: str, value: Any, source: str) -> None:
-    parts = dotted.split(".")
-    if len(parts) != 2 or parts[0] not in _SECTION_TYPES:
-        raise MelfusionInputError(
-            f"{source}: unknown setting {dotted!r}; use SECTION.KEY with SECTION in {sorted(_SECTION_TYPES)}"
-        )
-    section = getattr(cfg, parts[0])
-    fields = {f.name: f for f in dataclasses.fields(section)}
-    if parts[1] not in fields:
-        raise MelfusionInputError(
-            f"{source}: {parts[0]} has no setting {parts[1]!r}; known: {', '.join(sorted(fields))}"
-        )
-    annotation = str(fields[parts[1]].type)  # "int", "float | None", "str", "bool", ...
-    base = annotation.split("|")[0].strip()
-    if value is None:
-        if "None" not in annotation:
-            raise MelfusionInputError(f"{source}: {dotted} cannot be null")
-    elif base == "bool":
-        if not isinstance(value, bool):
-            raise MelfusionInputError(f"{source}: {dotted} must be true or false, got {value!r}")
-    elif base in ("int", "float"):
-        value = _coerce(value)
-        if not isinstance(value, int | float) or isinstance(value, bool):
-            raise MelfusionInputError(f"{source}: {dotted} must be a number, got {value!r}")
-        if base == "int":
-            if isinstance(value, float) and not value.is_integer():
-                raise MelfusionInputError(f"{source}: {dotted} must be an integer, got {value!r}")
-            value = int(value)
-        else:
-            value = float(value)
-    elif base == "str":
-        if isinstance(value, dict | list):
-            raise MelfusionInputError(f"{source}: {dotted} must be a string, got {value!r}")
-        value = str(value)
-    setattr(section, parts[1], value)
-
-
-def read_yaml_mapping(path: str | os.PathLike[str]) -> dict[str, Any]:
-    p = Path(path)
-    if not p.is_file():
-        raise MelfusionInputError(f"config file not found: {p}")
-    try:
-        data = yaml.safe_load(p.read_text()) or {}
-    except yaml.YAMLError as err:
-        raise MelfusionInputError(f"config file {p} is not valid YAML: {err}") from None
-    if not isinstance(data, dict):
-        raise MelfusionInputError(f"config file {p} must hold a mapping of sections")
-    return data
-
-
 def is_art2mus_config(path: str | os.PathLike[str] | None) -> bool:
     """Whether a YAML config file has `trainer: art2mus` (False for a missing or unreadable file)."""
-    if path is None:
-        return False
-    try:
-        return read_yaml_mapping(path).get("trainer") == TRAINER_NAME
-    except MelfusionInputError:
-        return False
+    return config_trainer(path) == TRAINER_NAME
 
 
 def load_art2mus_config(
@@ -261,26 +173,7 @@ def load_art2mus_config(
 ) -> Art2MusConfig:
     """Defaults ← YAML file ← `section.key=value` overrides; relative manifest paths resolve against the
     config file's folder when they do not exist as given."""
-    from melfusion.training.config import parse_override
-
-    cfg = Art2MusConfig.from_dict(read_yaml_mapping(path), str(path)) if path is not None else Art2MusConfig()
-    for text in overrides or []:
-        key, value = parse_override(text)
-        if key == "trainer":
-            continue
-        _assign(cfg, key, value, "override")
-    if path is not None:
-        base = Path(path).resolve().parent
-        for name in ("train_manifest", "val_manifest"):
-            value = getattr(cfg.data, name)
-            if (
-                value
-                and not Path(value).is_absolute()
-                and not Path(value).exists()
-                and (base / value).exists()
-            ):
-                setattr(cfg.data, name, str(base / value))
-    return cfg
+    return load_typed_config(Art2MusConfig, TRAINER_NAME, path, overrides)
 
 
 def _as_config(config: Art2MusConfig | dict[str, Any] | str | os.PathLike[str]) -> Art2MusConfig:

@@ -20,6 +20,12 @@ class ModelConfig:
     tiny_audio_seconds: float = 5.12
     tiny_image_size: int = 32
     tiny_channels: list[int] = field(default_factory=lambda: [16, 32, 32])
+    tiny_attention_head_dim: int = 4
+    tiny_layers_per_block: int = 1
+    # tiny preset: trained stage-1 parts (diffusers model folders from `trainer: component` configs)
+    audio_vae: str | None = None
+    image_vae: str | None = None
+    image_unet: str | None = None
 
 
 @dataclass
@@ -194,10 +200,16 @@ def load_config(
     # relative data paths in a config file are relative to that file
     if path is not None:
         base = Path(path).resolve().parent
-        for name in ("train_manifest", "val_manifest"):
-            value = getattr(cfg.data, name)
+        for section, name in (
+            ("data", "train_manifest"),
+            ("data", "val_manifest"),
+            ("model", "audio_vae"),
+            ("model", "image_vae"),
+            ("model", "image_unet"),
+        ):
+            value = getattr(getattr(cfg, section), name)
             if value and not Path(value).is_absolute() and not Path(value).exists():
                 candidate = base / value
                 if candidate.exists():
-                    setattr(cfg.data, name, str(candidate))
+                    setattr(getattr(cfg, section), name, str(candidate))
     return cfg

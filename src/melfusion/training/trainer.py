@@ -24,6 +24,7 @@ from accelerate import Accelerator
 from accelerate.utils import ProjectConfiguration, set_seed
 from diffusers.optimization import get_scheduler
 from diffusers.training_utils import EMAModel
+from tqdm.auto import tqdm
 
 from melfusion.audio.mel import MelConfig, mel_spectrogram
 from melfusion.data.cache import FeatureCache, fingerprint, model_fingerprint
@@ -33,6 +34,7 @@ from melfusion.guidance.preprocess import tensor_sha256
 from melfusion.guidance.visual_guidance import (
     InversionTrajectory,
     ddim_invert,
+    ddim_invert_batch,
     encode_image_latent,
     image_kv_at,
     make_image_schedulers,
@@ -99,6 +101,11 @@ def build_pipeline(config: ModelConfig, seed: int) -> MeLFusionPipeline:
             audio_seconds=config.tiny_audio_seconds,
             image_size=config.tiny_image_size,
             seed=seed,
+            attention_head_dim=config.tiny_attention_head_dim,
+            layers_per_block=config.tiny_layers_per_block,
+            audio_vae=config.audio_vae,
+            image_vae=config.image_vae,
+            image_unet=config.image_unet,
         )
     )
 
@@ -241,13 +248,16 @@ class MeLFusionTrainer(TrainLoopMixin):
         dist = vae.encode(mel.unsqueeze(1).to(vae.dtype)).latent_dist
         return dist.sample() * vae.config.scaling_factor
 
+    def _audio_key(self, audio: torch.Tensor) -> str:
+        return fingerprint([tensor_sha256(audio), self._fp_audio, self.mel_config.to_dict()])
+
     @torch.no_grad()
     def encode_audio_cached(self, batch: dict[str, Any]) -> torch.Tensor:
         if not self.cache.enabled:
             return self.encode_audio(batch["audio"])
         means, logvars = [], []
         for i in range(len(batch["text"])):
-            key = fingerprint([tensor_sha256(batch["audio"][i]), self._fp_audio, self.mel_config.to_dict()])
+            key = self._audio_key(batch["audio"][i])
 
             def compute(i=i) -> dict[str, torch.Tensor]:
                 mel = mel_spectrogram(batch["audio"][i : i + 1].to(self.accelerator.device), self.mel_config)
@@ -288,7 +298,7 @@ class MeLFusionTrainer(TrainLoopMixin):
     def trajectory(self, pixels: torch.Tensor) -> InversionTrajectory:
         """(3, H, W) image → its DDIM inversion trajectory (memory + disk cache)."""
         steps = self.config.train.inversion_steps
-        key = fingerprint([tensor_sha256(pixels), self._fp_image, steps, dict(self.inverse_scheduler.config)])
+        key = self._trajectory_key(pixels)
         if key in self._trajectories:  # memoised only with caching on; off = Alg. 1 line 1 at every step
             return self._trajectories[key]
 
@@ -310,6 +320,58 @@ class MeLFusionTrainer(TrainLoopMixin):
         if self.cache.enabled:
             self._trajectories[key] = traj
         return traj
+
+    def _trajectory_key(self, pixels: torch.Tensor) -> str:
+        steps = self.config.train.inversion_steps
+        return fingerprint(
+            [tensor_sha256(pixels), self._fp_image, steps, dict(self.inverse_scheduler.config)]
+        )
+
+    @torch.no_grad()
+    def precompute(self, batch_size: int = 64) -> int:
+        """Fill the feature cache for the whole training set in batches before training: each image's DDIM
+        trajectory (one batched inversion instead of one per image, Alg. 1 line 1) and, without random
+        crops, each clip's audio latent posterior. Returns the number of items computed."""
+        if not self.cache.enabled:
+            return 0
+        loader = torch.utils.data.DataLoader(
+            self.train_set, batch_size=batch_size, shuffle=False, collate_fn=collate_triplets
+        )
+        device, vae, done = self.accelerator.device, self.pipe.vae, 0
+        bar = tqdm(loader, desc="precompute features", disable=not self.accelerator.is_local_main_process)
+        for batch in bar:
+            if len(batch["text"]) == 0:
+                continue
+            keys = [self._trajectory_key(px) for px in batch["pixel_values"]]
+            todo = [i for i, k in enumerate(keys) if self.cache.get("image_trajectory", k) is None]
+            if todo:
+                pixels = batch["pixel_values"][todo]
+                latent = encode_image_latent(self.pipe.image_vae, pixels)
+                trajs = ddim_invert_batch(
+                    latent,
+                    unet=self.pipe.image_unet,
+                    inverse_scheduler=self.inverse_scheduler,
+                    null_prompt_embeds=self.null_image_embeds,
+                    num_inference_steps=self.config.train.inversion_steps,
+                )
+                for i, traj in zip(todo, trajs):
+                    self.cache.put(
+                        "image_trajectory", keys[i], {"timesteps": traj.timesteps, "latents": traj.latents}
+                    )
+                done += len(todo)
+            if not self.config.data.random_crop:
+                akeys = [self._audio_key(a) for a in batch["audio"]]
+                todo = [i for i, k in enumerate(akeys) if self.cache.get("audio_latents", k) is None]
+                if todo:
+                    mel = mel_spectrogram(batch["audio"][todo].to(device), self.mel_config)
+                    dist = vae.encode(mel.unsqueeze(1).to(vae.dtype)).latent_dist
+                    for j, i in enumerate(todo):
+                        self.cache.put(
+                            "audio_latents",
+                            akeys[i],
+                            {"mean": dist.mean[j].cpu(), "logvar": dist.logvar[j].cpu()},
+                        )
+        return done
 
     @torch.no_grad()
     def image_features(

@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Reproduces the embedded default model (src/melfusion/assets/default) from scratch, offline:
+#   synthetic corpus -> audio VAE, image VAE -> image LDM -> music LDM + synapse -> packed float16 folder.
+# Every stage checkpoints and resumes: rerun the same command after an interruption. A finished stage
+# (its final/ folder exists) is skipped. About 2 hours on a 2-core CPU (see README, "Embedded model").
+#   bash scripts/train_embedded.sh                 # everything, into runs/
+#   RUNS=/tmp/r N_ITEMS=64 QUICK=1 bash scripts/train_embedded.sh   # a few steps of each stage (smoke test)
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+bash scripts/setup.sh
+bash scripts/install_system_deps.sh || true
+PY=.venv/bin/python
+RUNS=${RUNS:-runs}
+N_ITEMS=${N_ITEMS:-6000}
+DEST=${DEST:-src/melfusion/assets/default}
+CORPUS=$RUNS/corpus
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-$(nproc)}
+
+quick=()
+if [ "${QUICK:-0}" = 1 ]; then
+  quick=(train.max_steps=2 train.checkpoint_every=1 train.validate_every=0)
+fi
+
+stage() {  # stage NAME CONFIG [overrides...]
+  local name=$1 config=$2
+  shift 2
+  local out=$RUNS/embedded/$name
+  if [ -f "$out/final/config.json" ] || [ -f "$out/final/model_index.json" ]; then
+    echo "== $name: done ($out/final)"
+    return
+  fi
+  local resume=()
+  if compgen -G "$out/checkpoints/step-*" >/dev/null; then resume=(--resume latest); fi
+  echo "== $name -> $out ${resume[*]}"
+  .venv/bin/melfusion train --config "$config" train.output_dir="$out" \
+    data.train_manifest="$CORPUS/train.jsonl" data.val_manifest="$CORPUS/val.jsonl" "$@" "${quick[@]}" "${resume[@]}"
+}
+
+.venv/bin/melfusion data synth --n "$N_ITEMS" --out "$CORPUS" --seed 0 --image-size 32 --workers "$(nproc)"
+# stage 1: the frozen parts (the two VAEs side by side when there are cores for both)
+stage audio-vae configs/embedded/audio-vae.yaml
+stage image-vae configs/embedded/image-vae.yaml
+stage image-ldm configs/embedded/image-ldm.yaml model.image_vae="$RUNS/embedded/image-vae/final"
+# stage 2: the music LDM and α on the frozen parts
+stage music configs/embedded/music.yaml \
+  model.audio_vae="$RUNS/embedded/audio-vae/final" model.image_vae="$RUNS/embedded/image-vae/final" \
+  model.image_unet="$RUNS/embedded/image-ldm/final"
+$PY -m melfusion.models.embedded "$RUNS/embedded/music/final" "$DEST" --version "trained-$(date -u +%Y%m%d)"

@@ -1,0 +1,33 @@
+"""The one reproduction command of the embedded model, run for a few steps of every stage."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_reproduction_command_runs_every_stage_and_resumes(tmp_path):
+    env = {
+        **os.environ,
+        "RUNS": str(tmp_path / "runs"),
+        "N_ITEMS": "40",
+        "QUICK": "1",
+        "DEST": str(tmp_path / "packed"),
+        "OMP_NUM_THREADS": "2",
+    }
+    cmd = ["bash", str(ROOT / "scripts" / "train_embedded.sh")]
+    first = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    for stage in ("audio-vae", "image-vae", "image-ldm", "music"):
+        assert (tmp_path / "runs" / "embedded" / stage / "final").is_dir(), stage
+        assert list((tmp_path / "runs" / "embedded" / stage / "checkpoints").glob("step-*")), stage
+    from melfusion.models.embedded import load_packed_pipeline
+
+    pipe = load_packed_pipeline(tmp_path / "packed")
+    assert pipe.unet.config.in_channels == pipe.vae.config.latent_channels
+    again = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert again.stdout.count(": done (") == 4  # finished stages are skipped on a rerun

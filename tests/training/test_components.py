@@ -1,0 +1,111 @@
+"""Stage-1 trainers of the embedded model family (audio VAE, image VAE, image LDM)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from diffusers import AutoencoderKL, UNet2DConditionModel
+from melfusion_testing import write_triplets
+
+from melfusion.errors import MelfusionInputError
+from melfusion.training.components import ComponentTrainer, load_component_config
+
+
+def _config(manifest, out, component="audio_vae", *extra):
+    return load_component_config(
+        None,
+        [
+            f"model.component={component}",
+            "model.block_out_channels=[8, 16]",
+            "model.latent_channels=4",
+            "model.audio_seconds=1.28",
+            "model.crop_frames=64",
+            "model.image_size=16",
+            f"data.train_manifest={manifest}",
+            f"train.output_dir={out}",
+            "train.batch_size=4",
+            "train.max_steps=4",
+            "train.checkpoint_every=0",
+            "train.validate_every=0",
+            "optim.warmup_steps=0",
+            *extra,
+        ],
+    )
+
+
+@pytest.fixture(scope="module")
+def manifest(tmp_path_factory):
+    return write_triplets(tmp_path_factory.mktemp("triplets"), n=4, seconds=1.5)
+
+
+@pytest.mark.parametrize("component", ["audio_vae", "image_vae"])
+def test_vae_overfits_and_exports_with_scaling_factor(manifest, tmp_path, component):
+    cfg = _config(manifest, tmp_path / "run", component, "train.max_steps=60", "optim.lr=3e-3")
+    trainer = ComponentTrainer(cfg)
+    x = trainer.train_set.x
+    assert x.shape == ((4, 1, 128, 64) if component == "audio_vae" else (4, 3, 16, 16))
+    history = trainer.train()
+    assert history[-1]["loss"] < 0.6 * history[0]["loss"]
+    path = trainer.export()
+    vae = AutoencoderKL.from_pretrained(path)
+    with torch.no_grad():
+        z = vae.encode(x[:, :, :64] if component == "audio_vae" else x).latent_dist.mode()
+    assert abs(float((z * vae.config.scaling_factor).std()) - 1.0) < 0.35  # unit-variance latents
+    assert vae.config.scaling_factor != 1.0
+
+
+def test_image_ldm_trains_on_frozen_vae_and_resumes_exactly(manifest, tmp_path):
+    vae_run = ComponentTrainer(_config(manifest, tmp_path / "vae", "image_vae", "train.max_steps=2"))
+    vae_run.train()
+    vae_dir = vae_run.export()
+    extra = (f"model.image_vae={vae_dir}", "model.block_out_channels=[16, 16]", "model.attention_head_dim=2")
+    full = ComponentTrainer(_config(manifest, tmp_path / "full", "image_unet", *extra))
+    frozen = {k: v.clone() for k, v in full.image_vae.state_dict().items()}
+    full.train()
+    assert all(torch.equal(frozen[k], v) for k, v in full.image_vae.state_dict().items())
+
+    first = ComponentTrainer(_config(manifest, tmp_path / "split", "image_unet", *extra, "train.max_steps=2"))
+    first.train()
+    first.save_checkpoint()
+    second = ComponentTrainer(_config(manifest, tmp_path / "split", "image_unet", *extra))
+    second.train(resume="latest")
+    a, b = full.accelerator.unwrap_model(full.net), second.accelerator.unwrap_model(second.net)
+    for (name, p), q in zip(a.named_parameters(), b.parameters()):
+        assert torch.allclose(p, q, atol=1e-6), name
+    unet = UNet2DConditionModel.from_pretrained(second.export())
+    assert list(unet.config.block_out_channels) == [16, 16]
+
+
+def test_component_config_errors(manifest, tmp_path):
+    with pytest.raises(MelfusionInputError, match="model.image_vae is not set"):
+        _config(manifest, tmp_path, "image_unet").validate()
+    with pytest.raises(MelfusionInputError, match="model.component must be one of"):
+        _config(manifest, tmp_path, "music_vae").validate()
+    with pytest.raises(MelfusionInputError, match="must be a list"):
+        load_component_config(None, ["model.block_out_channels=8"])
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(
+        json.dumps({"id": "x", "image": "missing.png", "audio": "missing.wav", "text": "t"}) + "\n"
+    )
+    with pytest.raises(MelfusionInputError, match="no usable item"):
+        ComponentTrainer(_config(bad, tmp_path / "run"))
+
+
+def test_train_command_dispatches_component_configs(manifest, tmp_path, capsys):
+    from melfusion.cli import main
+
+    config = tmp_path / "vae.yaml"
+    config.write_text(
+        "trainer: component\nmodel:\n  component: image_vae\n  block_out_channels: [8, 8]\n"
+        "  latent_channels: 4\n  image_size: 16\ntrain:\n  max_steps: 1\n  batch_size: 2\n"
+        "  checkpoint_every: 1\n"
+    )
+    out = tmp_path / "run"
+    assert (
+        main(["train", "--config", str(config), f"data.train_manifest={manifest}", f"train.output_dir={out}"])
+        == 0
+    )
+    assert (out / "final" / "config.json").is_file()
+    assert "exported image_vae" in capsys.readouterr().out
