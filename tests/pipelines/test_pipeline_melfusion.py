@@ -175,3 +175,18 @@ def test_coarser_image_inversion_schedule(tiny_pipe):
     assert not torch.equal(coarse.audios, full.audios)
     with pytest.raises(MelfusionInputError, match="image_inversion_steps"):
         tiny_pipe(make_image(), "calm", image_inversion_steps=0, num_inference_steps=2)
+
+
+def test_use_text_false_is_the_image_only_ablation(tiny_pipe):
+    kw = dict(num_inference_steps=STEPS, output_type="latent")
+    a = tiny_pipe(make_image(0), "calm piano", use_text=False, generator=_gen(), **kw)
+    b = tiny_pipe(make_image(0), "fast drums", use_text=False, generator=_gen(), **kw)
+    with_text = tiny_pipe(make_image(0), "calm piano", generator=_gen(), **kw)
+    assert torch.equal(a.audios, b.audios)  # the text is not used
+    assert not torch.allclose(a.audios, with_text.audios, atol=1e-5)
+    assert a.parameters["use_text"] is False and a.parameters["prompt"] == ["calm piano"]
+
+
+def test_waveforms_stay_in_range(tiny_pipe):
+    out = tiny_pipe(make_image(0), "calm", num_inference_steps=STEPS, audio_length_in_s=0.5, generator=_gen())
+    assert np.abs(out.audios).max() <= 1.0

@@ -261,6 +261,7 @@ class MeLFusionPipeline(DiffusionPipeline):
         guidance_capture: str = "inversion",
         image_inversion_steps: int | None = None,
         use_image: bool = True,
+        use_text: bool = True,
         progress: bool = True,
         seed: int | None = None,
     ) -> MeLFusionPipelineOutput:
@@ -280,6 +281,8 @@ class MeLFusionPipeline(DiffusionPipeline):
             guidance_capture: "inversion" (K/V captured during DDIM inversion, N image UNet calls) or
                 "reverse" (separate reverse pass from z_T as in Alg. 2, 2N calls).
             use_image: False runs the same UNet text-only (synapse disabled): the ablation baseline.
+            use_text: False replaces every prompt by "" (the token of training's text dropout): the
+                image-only ablation (paper Table 4). The prompts must still be given (they are recorded).
             output_type: "np" (waveforms), "pt", "mel" or "latent".
             seed: recorded in ``parameters`` (use ``generator`` for the randomness itself).
         """
@@ -306,6 +309,9 @@ class MeLFusionPipeline(DiffusionPipeline):
             num_waveforms_per_prompt,
             guidance_capture,
         )
+        given_prompts = prompts
+        if not use_text:
+            prompts = [""] * len(prompts)
         image_steps = num_inference_steps if image_inversion_steps is None else image_inversion_steps
         if not isinstance(image_steps, int) or not 1 <= image_steps <= MAX_STEPS:
             raise MelfusionInputError(
@@ -403,8 +409,9 @@ class MeLFusionPipeline(DiffusionPipeline):
         # 6. Decode: latent → mel → waveform (Alg. 2 lines 11–12)
         params = {
             "pipeline": type(self).__name__,
-            "prompt": prompts,
+            "prompt": given_prompts,
             "negative_prompt": negatives,
+            "use_text": use_text,
             "image_sha256": [g.meta["image_sha256"] for g in guidances],
             "audio_length_in_s": float(audio_length_in_s),
             "num_inference_steps": num_inference_steps,
@@ -425,6 +432,8 @@ class MeLFusionPipeline(DiffusionPipeline):
         if output_type == "mel":
             return MeLFusionPipelineOutput(audios=mel, sample_rate=sr, parameters=params)
         audio = self.mel_to_waveform(mel)[:, :num_samples]
+        peak = audio.abs().amax(dim=-1, keepdim=True)  # (B, 1): keep the documented [-1, 1] range
+        audio = torch.where(peak > 1.0, audio * (0.99 / peak.clamp_min(1e-12)), audio)
         self.maybe_free_model_hooks()
         if output_type == "np":
             audio = audio.cpu().numpy()
