@@ -139,6 +139,7 @@ def make_generate(pipe: Any, args: argparse.Namespace) -> Callable[..., tuple[np
             generator=generator,
             use_image=use_image,
             use_text=use_text,
+            image_inversion_steps=args.image_steps,
             progress=False,
             seed=seed,
         )
@@ -280,6 +281,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--image-guidance", type=float, default=None, help="separate image CFG scale (default: none)"
     )
+    p.add_argument(
+        "--image-steps",
+        type=int,
+        default=None,
+        help="image inversion steps (default: the pipeline's, = --steps)",
+    )
     p.add_argument("--seed", type=int, default=0, help="item i uses seed + i in every condition")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N, mps or auto (default)")
@@ -413,6 +420,7 @@ def main(argv: list[str] | None = None) -> int:
     t_ti = times["text+image"]
     timing = {
         "steps": args.steps,
+        "image_steps": args.image_steps,
         "threads": threads,
         "device": device,
         "mean_s": float(np.mean(t_ti)),
