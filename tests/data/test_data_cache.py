@@ -158,3 +158,16 @@ def test_two_processes_writing_the_same_key_leave_one_valid_file(tmp_path):
     assert [f for f in tmp_path.rglob("*") if f.is_file()] == [path]  # no temporaries left
     assert load_file(path)["latents"].shape == (64, 256)
     assert reader.corrupt == 0 and reader.get("audio_latents", KEY) is not None
+
+
+def test_model_fingerprint_ignores_where_the_model_was_loaded_from(tmp_path):
+    from diffusers import AutoencoderKL
+
+    vae = AutoencoderKL(block_out_channels=(8,), norm_num_groups=8, latent_channels=2)
+    vae.save_pretrained(tmp_path / "a")
+    vae.save_pretrained(tmp_path / "b")
+    a, b = AutoencoderKL.from_pretrained(tmp_path / "a"), AutoencoderKL.from_pretrained(tmp_path / "b")
+    assert a.config["_name_or_path"] != b.config["_name_or_path"]
+    assert model_fingerprint(a) == model_fingerprint(b) == model_fingerprint(vae)
+    a.register_to_config(scaling_factor=0.5)
+    assert model_fingerprint(a) != model_fingerprint(b)  # real config still counts

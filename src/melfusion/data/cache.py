@@ -111,7 +111,10 @@ def model_fingerprint(model: torch.nn.Module, *, include_weights: bool = True) -
     parts: dict[str, Any] = {"class": type(model).__name__}
     if config is not None:
         with contextlib.suppress(TypeError):
-            parts["config"] = _canonical(dict(config) if isinstance(config, Mapping) else config)
+            cfg = dict(config) if isinstance(config, Mapping) else config
+            if isinstance(cfg, dict):  # drop bookkeeping such as _name_or_path: where it was loaded from
+                cfg = {k: v for k, v in cfg.items() if not str(k).startswith("_")}
+            parts["config"] = _canonical(cfg)
     if include_weights:
         h = hashlib.sha256()
         for name, tensor in sorted(model.state_dict().items()):
