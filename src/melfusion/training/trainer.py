@@ -323,9 +323,8 @@ class MeLFusionTrainer(TrainLoopMixin):
 
     def _trajectory_key(self, pixels: torch.Tensor) -> str:
         steps = self.config.train.inversion_steps
-        return fingerprint(
-            [tensor_sha256(pixels), self._fp_image, steps, dict(self.inverse_scheduler.config)]
-        )
+        sched = {k: v for k, v in dict(self.inverse_scheduler.config).items() if not k.startswith("_")}
+        return fingerprint([tensor_sha256(pixels), self._fp_image, steps, sched])
 
     @torch.no_grad()
     def precompute(self, batch_size: int = 64) -> int:
