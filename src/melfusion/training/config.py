@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 import yaml
@@ -114,52 +112,6 @@ class ExperimentConfig:
             raise MelfusionInputError("optim.lr_unet and optim.lr_alpha must be > 0")
 
 
-_SECTIONS = {f.name: f.type for f in dataclasses.fields(ExperimentConfig)}
-
-
-def _section_class(name: str) -> type:
-    return {"model": ModelConfig, "data": DataConfig, "optim": OptimConfig, "train": TrainConfig}[name]
-
-
-def _coerce_number(value: Any) -> Any:
-    """YAML 1.1 reads "1e-5" as a string; numbers in any spelling become int/float."""
-    if isinstance(value, str):
-        for kind in (int, float):
-            try:
-                return kind(value)
-            except ValueError:
-                pass
-    return value
-
-
-def _assign(cfg: ExperimentConfig, dotted: str, value: Any, source: str) -> None:
-    value = _coerce_number(value)
-    parts = dotted.split(".")
-    if len(parts) != 2 or parts[0] not in _SECTIONS:
-        raise MelfusionInputError(
-            f"{source}: unknown setting {dotted!r}; use SECTION.KEY with SECTION in {sorted(_SECTIONS)}"
-        )
-    section = getattr(cfg, parts[0])
-    names = {f.name for f in dataclasses.fields(section)}
-    if parts[1] not in names:
-        raise MelfusionInputError(
-            f"{source}: {parts[0]} has no setting {parts[1]!r}; known: {', '.join(sorted(names))}"
-        )
-    current = getattr(section, parts[1])
-    if isinstance(current, str) and isinstance(value, bool):  # YAML 1.1 reads a bare no/yes as a boolean
-        value = "yes" if value else "no"
-    if isinstance(current, bool) and not isinstance(value, bool):
-        raise MelfusionInputError(f"{source}: {dotted} must be true or false, got {value!r}")
-    if isinstance(current, int | float) and not isinstance(current, bool) and value is not None:
-        if not isinstance(value, int | float) or isinstance(value, bool):
-            raise MelfusionInputError(f"{source}: {dotted} must be a number, got {value!r}")
-        if isinstance(current, int) and not isinstance(current, bool) and isinstance(value, float):
-            if not value.is_integer():
-                raise MelfusionInputError(f"{source}: {dotted} must be an integer, got {value!r}")
-            value = int(value)
-    setattr(section, parts[1], value)
-
-
 def parse_override(text: str) -> tuple[str, Any]:
     """``"train.max_steps=10"`` → ("train.max_steps", 10); values are parsed as YAML scalars."""
     if "=" not in text:
@@ -177,39 +129,20 @@ def parse_override(text: str) -> tuple[str, Any]:
 def load_config(
     path: str | os.PathLike | None = None, overrides: list[str] | None = None
 ) -> ExperimentConfig:
-    """Defaults ← YAML file (``{model: {...}, data: {...}, optim: {...}, train: {...}}``) ← overrides."""
-    cfg = ExperimentConfig()
-    if path is not None:
-        p = Path(path)
-        if not p.is_file():
-            raise MelfusionInputError(f"config file not found: {p}")
-        try:
-            data = yaml.safe_load(p.read_text()) or {}
-        except yaml.YAMLError as err:
-            raise MelfusionInputError(f"config file {p} is not valid YAML: {err}") from None
-        if not isinstance(data, dict):
-            raise MelfusionInputError(f"config file {p} must hold a mapping of sections")
-        for section, values in data.items():
-            if not isinstance(values, dict):
-                raise MelfusionInputError(f"{p}: section {section!r} must be a mapping")
-            for key, value in values.items():
-                _assign(cfg, f"{section}.{key}", value, str(p))
-    for text in overrides or []:
-        key, value = parse_override(text)
-        _assign(cfg, key, value, "override")
-    # relative data paths in a config file are relative to that file
-    if path is not None:
-        base = Path(path).resolve().parent
-        for section, name in (
+    """Defaults ← YAML file (``{model: {...}, data: {...}, optim: {...}, train: {...}}``) ← overrides.
+    Relative data and stage-1 model paths in a config file are relative to that file."""
+    from melfusion.training.settings import load_typed_config
+
+    return load_typed_config(
+        ExperimentConfig,
+        "melfusion",
+        path,
+        overrides,
+        path_settings=(
             ("data", "train_manifest"),
             ("data", "val_manifest"),
             ("model", "audio_vae"),
             ("model", "image_vae"),
             ("model", "image_unet"),
-        ):
-            value = getattr(getattr(cfg, section), name)
-            if value and not Path(value).is_absolute() and not Path(value).exists():
-                candidate = base / value
-                if candidate.exists():
-                    setattr(getattr(cfg, section), name, str(candidate))
-    return cfg
+        ),
+    )
