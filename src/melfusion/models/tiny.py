@@ -32,6 +32,24 @@ SD_LIKE_SCHEDULER: dict[str, Any] = dict(
 )
 
 
+def build_vae(
+    in_channels: int, block_out_channels: list[int], latent_channels: int, layers: int, size: int
+) -> AutoencoderKL:
+    """AutoencoderKL with len(block_out_channels) blocks: 2^(n-1) downsampling per axis."""
+    n = len(block_out_channels)
+    return AutoencoderKL(
+        in_channels=in_channels,
+        out_channels=in_channels,
+        latent_channels=latent_channels,
+        down_block_types=("DownEncoderBlock2D",) * n,
+        up_block_types=("UpDecoderBlock2D",) * n,
+        block_out_channels=tuple(int(c) for c in block_out_channels),
+        layers_per_block=layers,
+        norm_num_groups=8,
+        sample_size=size,
+    )
+
+
 def build_unet(
     *,
     sample_size: int | tuple[int, int],
@@ -117,31 +135,11 @@ def build_tiny_components(
         if audio_vae is not None:
             vae = AutoencoderKL.from_pretrained(audio_vae)
         else:
-            vae = AutoencoderKL(
-                in_channels=1,
-                out_channels=1,
-                latent_channels=8,
-                down_block_types=("DownEncoderBlock2D",) * 3,
-                up_block_types=("UpDecoderBlock2D",) * 3,
-                block_out_channels=(8, 16, 16),
-                layers_per_block=1,
-                norm_num_groups=8,
-                sample_size=mel.n_mels,
-            )
+            vae = build_vae(1, [8, 16, 16], 8, 1, mel.n_mels)
         if image_vae is not None:
             img_vae = AutoencoderKL.from_pretrained(image_vae)
         else:
-            img_vae = AutoencoderKL(
-                in_channels=3,
-                out_channels=3,
-                latent_channels=4,
-                down_block_types=("DownEncoderBlock2D",) * 3,
-                up_block_types=("UpDecoderBlock2D",) * 3,
-                block_out_channels=(8, 16, 16),
-                layers_per_block=1,
-                norm_num_groups=8,
-                sample_size=image_size,
-            )
+            img_vae = build_vae(3, [8, 16, 16], 4, 1, image_size)
         audio_factor = 2 ** (len(vae.config.block_out_channels) - 1)
         image_factor = 2 ** (len(img_vae.config.block_out_channels) - 1)
         unet = build_unet(

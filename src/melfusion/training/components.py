@@ -42,6 +42,7 @@ from melfusion.data.dataset import read_audio_window
 from melfusion.data.manifest import read_manifest_with_problems
 from melfusion.errors import MelfusionInputError
 from melfusion.guidance.preprocess import load_image, preprocess_image
+from melfusion.models.tiny import build_vae
 from melfusion.training.loop import EpochSampler, TrainLoopMixin
 from melfusion.training.settings import config_trainer, load_typed_config
 
@@ -149,22 +150,6 @@ def load_component_config(
 
 
 # ------------------------------------------------------------------------------------------ models
-def build_vae(in_channels: int, block_out_channels: list[int], latent_channels: int, layers: int, size: int):
-    """AutoencoderKL with len(block_out_channels) blocks: 2^(n-1) downsampling per axis."""
-    n = len(block_out_channels)
-    return AutoencoderKL(
-        in_channels=in_channels,
-        out_channels=in_channels,
-        latent_channels=latent_channels,
-        down_block_types=("DownEncoderBlock2D",) * n,
-        up_block_types=("UpDecoderBlock2D",) * n,
-        block_out_channels=tuple(int(c) for c in block_out_channels),
-        layers_per_block=layers,
-        norm_num_groups=8,
-        sample_size=size,
-    )
-
-
 def vae_factor(vae: AutoencoderKL) -> int:
     return 2 ** (len(vae.config.block_out_channels) - 1)
 
