@@ -13,6 +13,7 @@ from melfusion.models.embedded import (
     HALF_PARTS,
     TEXT_PARTS,
     embedded_model_dir,
+    is_packed_folder,
     load_embedded_pipeline,
     load_packed_pipeline,
     pack_embedded,
@@ -56,6 +57,22 @@ def test_pack_then_load_matches_the_trained_pipeline(tmp_path):
     a, b = np.asarray(a), np.asarray(b)
     assert a.shape == b.shape
     assert np.linalg.norm(a - b) / np.linalg.norm(a) < 0.02  # float16 storage rounding only
+
+
+def test_generate_model_flag_accepts_a_packed_folder(tmp_path):
+    """`--model` on a packed folder (a copy of the embedded model) loads it with MiniLM from its package."""
+    from melfusion.commands.generate import load_pipeline
+    from melfusion.models.tiny import build_tiny_components
+    from melfusion.pipelines.melfusion import MeLFusionPipeline
+
+    pipe = MeLFusionPipeline(**build_tiny_components(pretrained_text_encoder=True, image_size=16))
+    pipe.save_pretrained(tmp_path / "trained", safe_serialization=True)
+    packed = pack_embedded(tmp_path / "trained", tmp_path / "packed")
+    assert is_packed_folder(packed) and not is_packed_folder(tmp_path / "trained")
+    assert not is_packed_folder(tmp_path)  # no model_index.json
+    loaded, name = load_pipeline(str(packed), "cpu")
+    assert loaded.unet.dtype == torch.float32 and name == str(packed.resolve())
+    assert np.asarray(_run(loaded).audios).shape == np.asarray(_run(pipe).audios).shape
 
 
 def test_pack_rejects_a_folder_that_is_not_a_pipeline(tmp_path):

@@ -264,6 +264,9 @@ def test_validation_writes_samples_and_spectrograms(manifest, tmp_path):
     out = tmp_path / "run" / "validation" / "step-0000002"
     wavs, pngs = sorted(out.glob("*.wav")), sorted(out.glob("*.png"))
     assert len(wavs) == 2 and len(pngs) == 2
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["step"] == 2 and {"val_loss", "val_loss_no_image", "alpha_0"} <= set(metrics)
+    assert metrics["val_image_gain"] == pytest.approx(metrics["val_loss_no_image"] - metrics["val_loss"])
     assert json.loads(wavs[0].with_suffix(".json").read_text())["step"] == 2
     assert trainer.pipe.unet.training  # back in training mode afterwards
 
@@ -320,3 +323,63 @@ def test_precompute_fills_cache_once_and_training_reads_it(manifest, tmp_path):
         _config(manifest, tmp_path / "fresh", "train.use_cache=false", "data.random_crop=false")
     ).trajectory(px)
     assert torch.allclose(cached.latents, fresh.latents, atol=1e-5)
+
+
+def test_image_gain_is_zero_at_alpha_zero_and_not_otherwise(manifest, tmp_path):
+    """validation_loss(use_image=False) - validation_loss() reads how much the model uses the image: exactly 0
+    while α = 0 (the synapse is then the stock attention), non-zero once α is set."""
+    trainer = MeLFusionTrainer(
+        _config(manifest, tmp_path / "run", f"data.val_manifest={manifest}", "data.random_crop=false")
+    )
+    assert trainer.validation_loss(use_image=False) == trainer.validation_loss()
+    trainer.pipe.synapse.set_alphas(0.15)
+    assert trainer.validation_loss(use_image=False) != trainer.validation_loss()
+
+
+def test_synapse_reinit_options_on_a_pretrained_folder(manifest, tmp_path):
+    first = MeLFusionTrainer(_config(manifest, tmp_path / "a", "train.max_steps=1", "optim.lr_alpha=1e-2"))
+    first.train()
+    folder = first.export()
+    from melfusion.pipelines.melfusion import MeLFusionPipeline
+
+    kept_alphas = MeLFusionPipeline.from_pretrained(folder).synapse.alphas().detach()
+    # a new ρ alone keeps the α values (they fit the wider range)
+    wider = MeLFusionTrainer(
+        _config(
+            manifest, tmp_path / "b", f"model.pretrained={folder}", "model.synapse_rho=2", "train.max_steps=1"
+        )
+    )
+    assert wider.pipe.synapse.config.rho == 2.0
+    assert torch.allclose(wider.pipe.synapse.alphas(), kept_alphas, atol=1e-6)
+    # ρ and α together: every α restarts at the value, the new synapse is the one installed and trained
+    trainer = MeLFusionTrainer(
+        _config(
+            manifest,
+            tmp_path / "c",
+            f"model.pretrained={folder}",
+            "model.synapse_rho=2",
+            "model.alpha_init=0.3",
+            "train.max_steps=2",
+            "optim.lr_alpha=1e-2",
+            "train.image_dropout=0",
+        )
+    )
+    synapse = trainer.pipe.synapse
+    assert torch.allclose(synapse.alphas(), torch.full((synapse.num_layers,), 0.3))
+    procs = [p for p in trainer.pipe.unet.attn_processors.values() if hasattr(p, "synapse")]
+    assert procs and all(p.synapse is synapse for p in procs)
+    trainer.train()
+    assert not torch.allclose(synapse.alphas(), torch.full((synapse.num_layers,), 0.3))
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["model.alpha_init=0.6", "model.synapse_rho=2"], "outside"),
+        (["model.synapse_rho=0"], "synapse_rho must be > 0"),
+        (["model.alpha_init=0.3"], "alpha_init=0.3 does not fit"),  # default ρ = 5: |α| < 0.2
+    ],
+)
+def test_synapse_reinit_bad_values_are_clear_errors(manifest, tmp_path, extra, message):
+    with pytest.raises(MelfusionInputError, match=message):
+        MeLFusionTrainer(_config(manifest, tmp_path / "run", *extra))

@@ -162,8 +162,13 @@ def load_pipeline(model: str | None, device: str) -> tuple[Any, str]:
 
         pipe, name = load_embedded_pipeline()
     else:
+        from melfusion.models.embedded import is_packed_folder, load_packed_pipeline
+
         try:
-            pipe = MeLFusionPipeline.from_pretrained(model, local_files_only=True)
+            if is_packed_folder(model):  # e.g. a copy of the embedded model, or a newer pack of it
+                pipe = load_packed_pipeline(model)
+            else:
+                pipe = MeLFusionPipeline.from_pretrained(model, local_files_only=True)
         except (OSError, ValueError, KeyError) as err:
             raise MelfusionInputError(
                 f"could not load the model folder {model}: {str(err).splitlines()[0]}"

@@ -29,6 +29,14 @@ def embedded_model_dir() -> Path | None:
     return folder if (folder / "model_index.json").is_file() else None
 
 
+def is_packed_folder(folder: str | os.PathLike[str]) -> bool:
+    """True for a pipeline folder written by ``pack_embedded`` (no text encoder copy; MiniLM supplied)."""
+    folder = Path(folder)
+    return (folder / "model_index.json").is_file() and (
+        (folder / "embedded.json").is_file() or not (folder / "text_encoder").is_dir()
+    )
+
+
 def load_packed_pipeline(folder: str | os.PathLike[str]):
     """A folder written by ``pack_embedded`` → MeLFusionPipeline (float32, MiniLM from its package)."""
     import torch

@@ -24,6 +24,11 @@ class ModelConfig:
     audio_vae: str | None = None
     image_vae: str | None = None
     image_unet: str | None = None
+    # Visual synapse re-initialisation (applied after building or loading the pipeline). The authors'
+    # α = (2σ(a) − 1)/ρ starts at 0 (ρ = 5); a model trained from scratch in a few thousand steps never
+    # learns to read image features that way, so the embedded recipe restarts α at a non-zero value.
+    synapse_rho: float | None = None  # rebuild the synapse with this ρ (|α| < 1/ρ); None keeps it
+    alpha_init: float | None = None  # set every α to this value; None keeps the built/loaded α
 
 
 @dataclass
@@ -108,6 +113,16 @@ class ExperimentConfig:
             raise MelfusionInputError("train.min_snr_gamma must be > 0 (or null to disable)")
         if t.ema_decay is not None and not 0.0 < t.ema_decay < 1.0:
             raise MelfusionInputError("train.ema_decay must be in (0, 1) (or null to disable)")
+        m = self.model
+        if m.synapse_rho is not None and m.synapse_rho <= 0:
+            raise MelfusionInputError(f"model.synapse_rho must be > 0, got {m.synapse_rho}")
+        if m.alpha_init is not None:
+            rho = m.synapse_rho
+            if rho is not None and not abs(m.alpha_init) < 1 / rho:
+                raise MelfusionInputError(
+                    f"model.alpha_init={m.alpha_init} is outside |α| < 1/ρ = {1 / rho:g}: lower it or "
+                    "lower model.synapse_rho"
+                )
         if o.lr_unet <= 0 or o.lr_alpha <= 0:
             raise MelfusionInputError("optim.lr_unet and optim.lr_alpha must be > 0")
 

@@ -30,6 +30,7 @@ from melfusion.audio.mel import MelConfig, mel_spectrogram
 from melfusion.data.cache import FeatureCache, fingerprint, model_fingerprint
 from melfusion.data.dataset import TripletDataset, collate_triplets
 from melfusion.data.manifest import read_manifest_with_problems
+from melfusion.errors import MelfusionInputError
 from melfusion.guidance.preprocess import tensor_sha256
 from melfusion.guidance.visual_guidance import (
     InversionTrajectory,
@@ -87,14 +88,21 @@ def mel_config_for(pipe: MeLFusionPipeline) -> MelConfig:
 
 
 def build_pipeline(config: ModelConfig, seed: int) -> MeLFusionPipeline:
+    """The pipeline to train: a saved folder (``model.pretrained``; a packed embedded folder too) or the tiny
+    preset, then the synapse re-initialisation options applied."""
     if config.pretrained:
         from melfusion.commands.generate import check_model_folder
+        from melfusion.models.embedded import is_packed_folder, load_packed_pipeline
 
         check_model_folder(config.pretrained)
-        return MeLFusionPipeline.from_pretrained(config.pretrained, local_files_only=True)
+        if is_packed_folder(config.pretrained):
+            pipe = load_packed_pipeline(config.pretrained)
+        else:
+            pipe = MeLFusionPipeline.from_pretrained(config.pretrained, local_files_only=True)
+        return reinit_synapse(pipe, config)
     from melfusion.models.tiny import build_tiny_components
 
-    return MeLFusionPipeline(
+    pipe = MeLFusionPipeline(
         **build_tiny_components(
             pretrained_text_encoder=config.tiny_pretrained_text_encoder,
             channels=tuple(config.tiny_channels),
@@ -108,6 +116,33 @@ def build_pipeline(config: ModelConfig, seed: int) -> MeLFusionPipeline:
             image_unet=config.image_unet,
         )
     )
+    return reinit_synapse(pipe, config)
+
+
+def reinit_synapse(pipe: MeLFusionPipeline, config: ModelConfig) -> MeLFusionPipeline:
+    """Apply ``model.synapse_rho`` (a new synapse with the same wiring and α sharing) and ``model.alpha_init``."""
+    if config.synapse_rho is not None and config.synapse_rho != pipe.synapse.config.rho:
+        old = pipe.synapse.config
+        synapse = VisualSynapse(
+            layer_widths=list(old.layer_widths),
+            layer_blocks=list(old.layer_blocks) if old.layer_blocks is not None else None,
+            alpha_sharing=old.alpha_sharing,
+            rho=float(config.synapse_rho),
+        )
+        if config.alpha_init is None:  # keep the α values when they fit the new range
+            alphas = pipe.synapse.alphas().detach()
+            synapse.set_alphas(alphas.clamp(-0.99 / synapse.config.rho, 0.99 / synapse.config.rho))
+        pipe.register_modules(synapse=synapse)
+        synapse.install(pipe.unet)
+    if config.alpha_init is not None:
+        try:
+            pipe.synapse.set_alphas(float(config.alpha_init))
+        except ValueError as err:
+            raise MelfusionInputError(
+                f"model.alpha_init={config.alpha_init} does not fit this synapse ({err}); lower it or set "
+                "model.synapse_rho"
+            ) from None
+    return pipe
 
 
 class MeLFusionTrainer(TrainLoopMixin):
@@ -241,20 +276,23 @@ class MeLFusionTrainer(TrainLoopMixin):
 
     # ----------------------------------------------------------------------------------- frozen parts
     @torch.no_grad()
-    def encode_audio(self, audio: torch.Tensor) -> torch.Tensor:
-        """(B, T) waveforms → (B, C, T', F') latents sampled from the VAE posterior × scaling factor."""
+    def encode_audio(self, audio: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """(B, T) waveforms → (B, C, T', F') latents sampled from the VAE posterior × scaling factor (the
+        posterior noise from ``generator`` when given, else the global RNG)."""
         mel = mel_spectrogram(audio.to(self.accelerator.device), self.mel_config)  # (B, frames, n_mels)
         vae = self.pipe.vae
         dist = vae.encode(mel.unsqueeze(1).to(vae.dtype)).latent_dist
-        return dist.sample() * vae.config.scaling_factor
+        return _sample_posterior(dist.mean, dist.logvar, generator) * vae.config.scaling_factor
 
     def _audio_key(self, audio: torch.Tensor) -> str:
         return fingerprint([tensor_sha256(audio), self._fp_audio, self.mel_config.to_dict()])
 
     @torch.no_grad()
-    def encode_audio_cached(self, batch: dict[str, Any]) -> torch.Tensor:
+    def encode_audio_cached(
+        self, batch: dict[str, Any], generator: torch.Generator | None = None
+    ) -> torch.Tensor:
         if not self.cache.enabled:
-            return self.encode_audio(batch["audio"])
+            return self.encode_audio(batch["audio"], generator)
         means, logvars = [], []
         for i in range(len(batch["text"])):
             key = self._audio_key(batch["audio"][i])
@@ -268,8 +306,8 @@ class MeLFusionTrainer(TrainLoopMixin):
             means.append(item["mean"])
             logvars.append(item["logvar"])
         mean = torch.stack(means).to(self.accelerator.device)
-        std = torch.exp(0.5 * torch.stack(logvars).to(self.accelerator.device))
-        return (mean + std * torch.randn_like(mean)) * self.pipe.vae.config.scaling_factor
+        logvar = torch.stack(logvars).to(self.accelerator.device)
+        return _sample_posterior(mean, logvar, generator) * self.pipe.vae.config.scaling_factor
 
     @torch.no_grad()
     def encode_text(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -328,13 +366,17 @@ class MeLFusionTrainer(TrainLoopMixin):
 
     @torch.no_grad()
     def precompute(self, batch_size: int = 64) -> int:
-        """Fill the feature cache for the whole training set in batches before training: each image's DDIM
-        trajectory (one batched inversion instead of one per image, Alg. 1 line 1) and, without random
+        """Fill the feature cache for the training and validation sets in batches before training: each image's
+        DDIM trajectory (one batched inversion instead of one per image, Alg. 1 line 1) and, without random
         crops, each clip's audio latent posterior. Returns the number of items computed."""
         if not self.cache.enabled:
             return 0
+        sets = [self.train_set] + ([self.val_set] if self.val_set is not None else [])
         loader = torch.utils.data.DataLoader(
-            self.train_set, batch_size=batch_size, shuffle=False, collate_fn=collate_triplets
+            torch.utils.data.ConcatDataset(sets),
+            batch_size=batch_size,
+            shuffle=False,
+            collate_fn=collate_triplets,
         )
         device, vae, done = self.accelerator.device, self.pipe.vae, 0
         bar = tqdm(loader, desc="precompute features", disable=not self.accelerator.is_local_main_process)
@@ -389,11 +431,14 @@ class MeLFusionTrainer(TrainLoopMixin):
         generator: torch.Generator | None = None,
         dropout: bool = True,
         model: torch.nn.Module | None = None,
+        use_image: bool = True,
     ) -> torch.Tensor:
+        """Eq. 7 on one batch. With ``generator`` the noise, timesteps and dropout are deterministic (validation);
+        ``use_image=False`` drops every row's visual features (the text-only half of the image-gain probe)."""
         device = self.accelerator.device
         t_cfg = self.config.train
         bsz = len(batch["text"])
-        latents = self.encode_audio_cached(batch)
+        latents = self.encode_audio_cached(batch, generator)
         if generator is None:
             timesteps = torch.randint(
                 0, self.noise_scheduler.config.num_train_timesteps, (bsz,), device=device
@@ -412,6 +457,8 @@ class MeLFusionTrainer(TrainLoopMixin):
         kv = self.image_features(batch["pixel_values"].to(device), timesteps)
         image_index = torch.arange(bsz, device=device)
         image_index[drop_image.to(device)] = -1
+        if not use_image:
+            image_index[:] = -1
         noisy = self.noise_scheduler.add_noise(latents, noise, timesteps)
         target = diffusion_target(self.noise_scheduler, latents, noise, timesteps)
         pred = (model or self.model)(noisy, timesteps, states, mask, kv, image_index)
@@ -433,7 +480,9 @@ class MeLFusionTrainer(TrainLoopMixin):
 
     # ------------------------------------------------------------------------------------ validation
     @torch.no_grad()
-    def validation_loss(self) -> float:
+    def validation_loss(self, use_image: bool = True) -> float:
+        """Mean held-out loss under fixed noise/timesteps; ``use_image=False`` withholds the image from every
+        row, so ``validation_loss(False) - validation_loss()`` measures how much the model reads the image."""
         assert self.val_set is not None
         gen = torch.Generator().manual_seed(1234)
         losses = []
@@ -444,7 +493,10 @@ class MeLFusionTrainer(TrainLoopMixin):
         )
         for batch in loader:
             if len(batch["text"]):
-                losses.append(float(self.compute_loss(batch, generator=gen, dropout=False, model=model)))
+                loss = self.compute_loss(
+                    batch, generator=gen, dropout=False, model=model, use_image=use_image
+                )
+                losses.append(float(loss))
         model.train()
         return float(np.mean(losses)) if losses else math.nan
 
@@ -457,7 +509,16 @@ class MeLFusionTrainer(TrainLoopMixin):
             acc.wait_for_everyone()
             return result
         result["val_loss"] = self.validation_loss()
+        result["val_loss_no_image"] = self.validation_loss(use_image=False)
+        result["val_image_gain"] = result["val_loss_no_image"] - result["val_loss"]  # > 0: the image is used
+        result.update({f"alpha_{i}": float(a) for i, a in enumerate(self.pipe.synapse.alphas())})
         out = self.output_dir / "validation" / f"step-{self.global_step:07d}"
+        from melfusion.utils.files import atomic_write_json
+
+        atomic_write_json(out / "metrics.json", {"step": self.global_step, **result})
+        tqdm.write(
+            f"validation at step {self.global_step}: " + ", ".join(f"{k} {v:.4f}" for k, v in result.items())
+        )
         self.model.eval()
         with self._ema_weights():
             from melfusion.audio.io import save_audio
@@ -519,6 +580,17 @@ class MeLFusionTrainer(TrainLoopMixin):
             os.replace(tmp, path)
         acc.wait_for_everyone()
         return path
+
+
+def _sample_posterior(
+    mean: torch.Tensor, logvar: torch.Tensor, generator: torch.Generator | None
+) -> torch.Tensor:
+    """A draw from the diagonal Gaussian VAE posterior; with ``generator`` reproducible (validation)."""
+    if generator is None:
+        eps = torch.randn_like(mean)
+    else:
+        eps = torch.randn(mean.shape, generator=generator).to(mean.device, mean.dtype)
+    return mean + torch.exp(0.5 * logvar) * eps
 
 
 class _null:
