@@ -1,7 +1,6 @@
 #!/usr/bin/env bash
 # Reproduces the embedded default model (src/melfusion/assets/default) from scratch, offline:
-#   synthetic corpus -> audio VAE, image VAE -> image LDM -> music LDM + synapse (α = 0 start) -> MeLFusion
-#   fine-tuning with α restarted at 0.25 -> packed float16 folder.
+#   synthetic corpus -> audio VAE, image VAE -> image LDM -> music LDM + synapse -> packed float16 folder.
 # Every stage checkpoints and resumes: rerun the same command after an interruption. A finished stage
 # (its final/ folder exists) is skipped. About 2 hours on a 2-core CPU (see README, "Embedded model").
 #   bash scripts/train_embedded.sh                 # everything, into runs/
@@ -46,7 +45,4 @@ stage image-ldm configs/embedded/image-ldm.yaml model.image_vae="$RUNS/embedded/
 stage music configs/embedded/music.yaml \
   model.audio_vae="$RUNS/embedded/audio-vae/final" model.image_vae="$RUNS/embedded/image-vae/final" \
   model.image_unet="$RUNS/embedded/image-ldm/final"
-# stage 3: MeLFusion fine-tuning from the stage-2 model with α restarted non-zero (see configs/embedded/synapse.yaml)
-stage synapse configs/embedded/synapse.yaml model.pretrained="$RUNS/embedded/music/final" \
-  train.cache_dir="$RUNS/embedded/music/cache"
-$PY -m melfusion.models.embedded "$RUNS/embedded/synapse/final" "$DEST" --version "trained-$(date -u +%Y%m%d)"
+$PY -m melfusion.models.embedded "$RUNS/embedded/music/final" "$DEST" --version "trained-$(date -u +%Y%m%d)"

@@ -383,3 +383,10 @@ def test_synapse_reinit_options_on_a_pretrained_folder(manifest, tmp_path):
 def test_synapse_reinit_bad_values_are_clear_errors(manifest, tmp_path, extra, message):
     with pytest.raises(MelfusionInputError, match=message):
         MeLFusionTrainer(_config(manifest, tmp_path / "run", *extra))
+
+
+def test_embedded_synapse_experiment_config_parses():
+    config = load_config(Path(__file__).resolve().parents[2] / "configs" / "embedded" / "synapse.yaml")
+    config.validate()
+    assert (config.model.synapse_rho, config.model.alpha_init, config.optim.lr_alpha) == (2.0, 0.25, 1e-5)
+    assert config.model.pretrained.endswith("runs/embedded/music/final")

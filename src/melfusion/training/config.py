@@ -156,6 +156,7 @@ def load_config(
         path_settings=(
             ("data", "train_manifest"),
             ("data", "val_manifest"),
+            ("model", "pretrained"),
             ("model", "audio_vae"),
             ("model", "image_vae"),
             ("model", "image_unet"),
