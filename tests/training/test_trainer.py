@@ -82,7 +82,7 @@ def test_loss_falls_when_overfitting_four_triplets(manifest, tmp_path):
         _config(
             manifest,
             tmp_path / "run",
-            "train.max_steps=40",
+            "train.max_steps=80",  # validation noise is now fixed (generator): 40 steps reach 0.64x, 80 0.57x
             "optim.lr_unet=2e-3",
             "optim.lr_alpha=1e-2",
             "train.text_dropout=0",
