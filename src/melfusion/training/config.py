@@ -26,7 +26,7 @@ class ModelConfig:
     image_unet: str | None = None
     # Visual synapse re-initialisation (applied after building or loading the pipeline). The authors'
     # α = (2σ(a) − 1)/ρ starts at 0 (ρ = 5); a model trained from scratch in a few thousand steps never
-    # learns to read image features that way, so the embedded recipe restarts α at a non-zero value.
+    # learns to read image features that way; configs/embedded/synapse.yaml tries restarting α at 0.25.
     synapse_rho: float | None = None  # rebuild the synapse with this ρ (|α| < 1/ρ); None keeps it
     alpha_init: float | None = None  # set every α to this value; None keeps the built/loaded α
 

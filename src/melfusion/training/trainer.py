@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from accelerate import Accelerator
 from accelerate.utils import ProjectConfiguration, set_seed
+from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
 from diffusers.optimization import get_scheduler
 from diffusers.training_utils import EMAModel
 from tqdm.auto import tqdm
@@ -282,7 +283,7 @@ class MeLFusionTrainer(TrainLoopMixin):
         mel = mel_spectrogram(audio.to(self.accelerator.device), self.mel_config)  # (B, frames, n_mels)
         vae = self.pipe.vae
         dist = vae.encode(mel.unsqueeze(1).to(vae.dtype)).latent_dist
-        return _sample_posterior(dist.mean, dist.logvar, generator) * vae.config.scaling_factor
+        return dist.sample(generator) * vae.config.scaling_factor
 
     def _audio_key(self, audio: torch.Tensor) -> str:
         return fingerprint([tensor_sha256(audio), self._fp_audio, self.mel_config.to_dict()])
@@ -305,9 +306,9 @@ class MeLFusionTrainer(TrainLoopMixin):
             item = self.cache.get_or_compute("audio_latents", key, compute)
             means.append(item["mean"])
             logvars.append(item["logvar"])
-        mean = torch.stack(means).to(self.accelerator.device)
-        logvar = torch.stack(logvars).to(self.accelerator.device)
-        return _sample_posterior(mean, logvar, generator) * self.pipe.vae.config.scaling_factor
+        params = torch.cat([torch.stack(means), torch.stack(logvars)], dim=1).to(self.accelerator.device)
+        dist = DiagonalGaussianDistribution(params)  # (B, 2C, T', F') → posterior over (B, C, T', F')
+        return dist.sample(generator) * self.pipe.vae.config.scaling_factor
 
     @torch.no_grad()
     def encode_text(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -517,7 +518,7 @@ class MeLFusionTrainer(TrainLoopMixin):
 
         atomic_write_json(out / "metrics.json", {"step": self.global_step, **result})
         tqdm.write(
-            f"validation at step {self.global_step}: " + ", ".join(f"{k} {v:.4f}" for k, v in result.items())
+            f"validation at step {self.global_step}: " + ", ".join(f"{k} {v:.5g}" for k, v in result.items())
         )
         self.model.eval()
         with self._ema_weights():
@@ -580,17 +581,6 @@ class MeLFusionTrainer(TrainLoopMixin):
             os.replace(tmp, path)
         acc.wait_for_everyone()
         return path
-
-
-def _sample_posterior(
-    mean: torch.Tensor, logvar: torch.Tensor, generator: torch.Generator | None
-) -> torch.Tensor:
-    """A draw from the diagonal Gaussian VAE posterior; with ``generator`` reproducible (validation)."""
-    if generator is None:
-        eps = torch.randn_like(mean)
-    else:
-        eps = torch.randn(mean.shape, generator=generator).to(mean.device, mean.dtype)
-    return mean + torch.exp(0.5 * logvar) * eps
 
 
 class _null:
