@@ -155,20 +155,16 @@ def resolve_device(name: str) -> str:
 
 def load_pipeline(model: str | None, device: str) -> tuple[Any, str]:
     """(pipeline, model name for the sidecar). ``model=None`` → the embedded default."""
-    from melfusion.pipelines.melfusion import MeLFusionPipeline
 
     if model is None:
         from melfusion.models.embedded import load_embedded_pipeline
 
         pipe, name = load_embedded_pipeline()
     else:
-        from melfusion.models.embedded import is_packed_folder, load_packed_pipeline
+        from melfusion.models.embedded import load_pipeline_folder
 
         try:
-            if is_packed_folder(model):  # e.g. a copy of the embedded model, or a newer pack of it
-                pipe = load_packed_pipeline(model)
-            else:
-                pipe = MeLFusionPipeline.from_pretrained(model, local_files_only=True)
+            pipe = load_pipeline_folder(model)  # packed folders too (e.g. a copy of the embedded model)
         except (OSError, ValueError, KeyError) as err:
             raise MelfusionInputError(
                 f"could not load the model folder {model}: {str(err).splitlines()[0]}"

@@ -56,6 +56,15 @@ def load_packed_pipeline(folder: str | os.PathLike[str]):
     )
 
 
+def load_pipeline_folder(folder: str | os.PathLike[str]):
+    """Any MeLFusionPipeline folder: a packed one (``pack_embedded``) or a full ``save_pretrained`` one."""
+    if is_packed_folder(folder):
+        return load_packed_pipeline(folder)
+    from melfusion.pipelines.melfusion import MeLFusionPipeline
+
+    return MeLFusionPipeline.from_pretrained(folder, local_files_only=True)
+
+
 def load_embedded_pipeline() -> tuple[Any, str]:
     """(pipeline, name). Shipped trained weights when present; otherwise the tiny model built in code with
     random UNet/VAE weights (seed 0) around the pretrained MiniLM text encoder — it makes noise, not music."""

@@ -64,7 +64,7 @@ class Denoiser(torch.nn.Module):
         timesteps: torch.Tensor,  # (B,)
         text_states: torch.Tensor,  # (B, S, D)
         text_mask: torch.Tensor,  # (B, S) bool
-        image_kv: list[tuple[torch.Tensor, torch.Tensor]],  # per layer (B_img, N_l, C_l)
+        image_kv: list[tuple[torch.Tensor, torch.Tensor]] | None,  # per layer (B_img, N_l, C_l); None = none
         image_index: torch.Tensor,  # (B,) row → image row, -1 = none
     ) -> torch.Tensor:
         # The features stay set after forward: gradient checkpointing re-runs the UNet during backward and
@@ -93,14 +93,10 @@ def build_pipeline(config: ModelConfig, seed: int) -> MeLFusionPipeline:
     preset, then the synapse re-initialisation options applied."""
     if config.pretrained:
         from melfusion.commands.generate import check_model_folder
-        from melfusion.models.embedded import is_packed_folder, load_packed_pipeline
+        from melfusion.models.embedded import load_pipeline_folder
 
         check_model_folder(config.pretrained)
-        if is_packed_folder(config.pretrained):
-            pipe = load_packed_pipeline(config.pretrained)
-        else:
-            pipe = MeLFusionPipeline.from_pretrained(config.pretrained, local_files_only=True)
-        return reinit_synapse(pipe, config)
+        return reinit_synapse(load_pipeline_folder(config.pretrained), config)
     from melfusion.models.tiny import build_tiny_components
 
     pipe = MeLFusionPipeline(
@@ -123,13 +119,7 @@ def build_pipeline(config: ModelConfig, seed: int) -> MeLFusionPipeline:
 def reinit_synapse(pipe: MeLFusionPipeline, config: ModelConfig) -> MeLFusionPipeline:
     """Apply ``model.synapse_rho`` (a new synapse with the same wiring and α sharing) and ``model.alpha_init``."""
     if config.synapse_rho is not None and config.synapse_rho != pipe.synapse.config.rho:
-        old = pipe.synapse.config
-        synapse = VisualSynapse(
-            layer_widths=list(old.layer_widths),
-            layer_blocks=list(old.layer_blocks) if old.layer_blocks is not None else None,
-            alpha_sharing=old.alpha_sharing,
-            rho=float(config.synapse_rho),
-        )
+        synapse = VisualSynapse.from_config(pipe.synapse.config, rho=float(config.synapse_rho))
         if config.alpha_init is None:  # keep the α values when they fit the new range
             alphas = pipe.synapse.alphas().detach()
             synapse.set_alphas(alphas.clamp(-0.99 / synapse.config.rho, 0.99 / synapse.config.rho))
@@ -455,11 +445,9 @@ class MeLFusionTrainer(TrainLoopMixin):
             drop_text = drop_image = torch.zeros(bsz, dtype=torch.bool)
         texts = ["" if d else txt for txt, d in zip(batch["text"], drop_text.tolist())]
         states, mask = self.encode_text(texts)
-        kv = self.image_features(batch["pixel_values"].to(device), timesteps)
+        kv = self.image_features(batch["pixel_values"].to(device), timesteps) if use_image else None
         image_index = torch.arange(bsz, device=device)
         image_index[drop_image.to(device)] = -1
-        if not use_image:
-            image_index[:] = -1
         noisy = self.noise_scheduler.add_noise(latents, noise, timesteps)
         target = diffusion_target(self.noise_scheduler, latents, noise, timesteps)
         pred = (model or self.model)(noisy, timesteps, states, mask, kv, image_index)
