@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 from diffusers import AutoencoderKL, UNet2DConditionModel
-from melfusion_testing import write_triplets
+from melfusion_testing import make_image, write_triplets
 
 from melfusion.errors import MelfusionInputError
+from melfusion.pipelines.melfusion import MeLFusionPipeline
 from melfusion.training.components import ComponentTrainer, load_component_config
 
 
@@ -78,7 +80,37 @@ def test_image_ldm_trains_on_frozen_vae_and_resumes_exactly(manifest, tmp_path):
     assert list(unet.config.block_out_channels) == [16, 16]
 
 
+def test_audio_vae_band_count_carries_into_the_music_preset(manifest, tmp_path):
+    """model.n_mels sets the audio VAE's mel front end; the tiny music preset built on that VAE follows it."""
+    from melfusion.models.tiny import build_tiny_components
+
+    run = ComponentTrainer(
+        _config(manifest, tmp_path / "vae", "audio_vae", "model.n_mels=32", "train.max_steps=1")
+    )
+    assert run.train_set.x.shape == (4, 1, 128, 32)
+    run.train()
+    vae_dir = run.export()
+    parts = build_tiny_components(audio_seconds=1.28, image_size=16, audio_vae=vae_dir, channels=(16, 16))
+    assert parts["vocoder"].config.n_mels == 32
+    assert tuple(parts["unet"].config.sample_size) == (64, 16)  # 128 frames x 32 bands over 2x
+    out = MeLFusionPipeline(**parts)(
+        make_image(),
+        "a calm piano",
+        audio_length_in_s=1.28,
+        num_inference_steps=2,
+        output_type="np",
+        generator=torch.Generator().manual_seed(0),
+    )
+    assert out.audios.shape == (1, 20480) and np.isfinite(out.audios).all()
+    default = build_tiny_components(audio_seconds=1.28, channels=(16, 16))
+    assert default["vocoder"].config.n_mels == 64
+
+
 def test_component_config_errors(manifest, tmp_path):
+    with pytest.raises(MelfusionInputError, match="model.n_mels=33 must be a positive multiple"):
+        _config(manifest, tmp_path, "audio_vae", "model.n_mels=33").validate()
+    with pytest.raises(MelfusionInputError, match="model.n_mels=0 must be a positive multiple"):
+        _config(manifest, tmp_path, "audio_vae", "model.n_mels=0").validate()
     with pytest.raises(MelfusionInputError, match="model.image_vae is not set"):
         _config(manifest, tmp_path, "image_unet").validate()
     with pytest.raises(MelfusionInputError, match="model.component must be one of"):
@@ -109,3 +141,14 @@ def test_train_command_dispatches_component_configs(manifest, tmp_path, capsys):
     )
     assert (out / "final" / "config.json").is_file()
     assert "exported image_vae" in capsys.readouterr().out
+
+
+def test_embedded_128_band_audio_vae_config_parses():
+    from pathlib import Path
+
+    config = load_component_config(
+        Path(__file__).resolve().parents[2] / "configs" / "embedded" / "audio-vae-128.yaml"
+    )
+    config.validate()
+    assert (config.model.component, config.model.n_mels) == ("audio_vae", 128)
+    assert config.data.train_manifest.endswith("runs/corpus/train.jsonl")

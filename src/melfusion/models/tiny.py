@@ -125,16 +125,19 @@ def build_tiny_components(
 
     ``audio_vae`` / ``image_vae`` / ``image_unet`` name trained diffusers model folders (the stage-1
     outputs of ``training/components.py``) that replace the random ones; the music UNet's latent shape
-    follows the audio VAE and its decoder widths must equal the image UNet's (the synapse maps them)."""
-    mel = mel or MelConfig()
+    follows the audio VAE and its decoder widths must equal the image UNet's (the synapse maps them). With
+    ``mel=None`` the mel front end is AudioLDM-S's, with as many bands as a trained ``audio_vae`` was built
+    for (its ``sample_size``, as ``training/components.py`` writes it)."""
     tokenizer, text_encoder = load_minilm(pretrained_text_encoder, seed=seed)
     text_dim = text_encoder.config.hidden_size
-    frames = mel.num_frames(audio_seconds)
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         if audio_vae is not None:
             vae = AutoencoderKL.from_pretrained(audio_vae)
-        else:
+            if mel is None and isinstance(vae.config.sample_size, int):
+                mel = MelConfig(n_mels=int(vae.config.sample_size))
+        mel = mel or MelConfig()
+        if audio_vae is None:
             vae = build_vae(1, [8, 16, 16], 8, 1, mel.n_mels)
         if image_vae is not None:
             img_vae = AutoencoderKL.from_pretrained(image_vae)
@@ -142,6 +145,7 @@ def build_tiny_components(
             img_vae = build_vae(3, [8, 16, 16], 4, 1, image_size)
         audio_factor = 2 ** (len(vae.config.block_out_channels) - 1)
         image_factor = 2 ** (len(img_vae.config.block_out_channels) - 1)
+        frames = mel.num_frames(audio_seconds)
         unet = build_unet(
             sample_size=(frames // audio_factor, mel.n_mels // audio_factor),
             in_channels=vae.config.latent_channels,

@@ -67,6 +67,9 @@ class ComponentModelConfig:
         128  # audio_vae: train on random windows of this many mel frames (convolutional)
     )
     image_size: int = 32  # image_vae / image_unet
+    # audio_vae: mel bands (16 kHz, hop 160, fmax 8 kHz otherwise; 64 = AudioLDM-S). The VAE's sample_size
+    # records it, so the music stage (models.tiny.build_tiny_components) builds the matching front end.
+    n_mels: int = 64
 
 
 @dataclass
@@ -125,6 +128,13 @@ class ComponentConfig:
             )
         if not m.block_out_channels or any(int(c) % 8 for c in m.block_out_channels):
             raise MelfusionInputError("model.block_out_channels must be a non-empty list of multiples of 8")
+        factor = 2 ** (len(m.block_out_channels) - 1)
+        bad_mels = isinstance(m.n_mels, bool) or int(m.n_mels) < factor or int(m.n_mels) % factor
+        if m.component == "audio_vae" and bad_mels:
+            raise MelfusionInputError(
+                f"model.n_mels={m.n_mels} must be a positive multiple of the VAE's downsampling factor {factor} "
+                f"({len(m.block_out_channels)} blocks); use e.g. 64 or 128"
+            )
         if t.max_steps < 1 or t.batch_size < 1 or t.gradient_accumulation_steps < 1:
             raise MelfusionInputError("train.max_steps, train.batch_size, gradient_accumulation_steps >= 1")
         if t.mixed_precision not in ("no", "fp16", "bf16"):
@@ -186,12 +196,14 @@ class ComponentTrainer(TrainLoopMixin):
             project_config=ProjectConfiguration(project_dir=str(self.output_dir)),
         )
         set_seed(t.seed)
-        self.mel_config = MelConfig()
+        self.mel_config = MelConfig(n_mels=int(m.n_mels))
         device = self.accelerator.device
         self.image_vae: AutoencoderKL | None = None
         self.null_embeds: torch.Tensor | None = None
         if m.component == "audio_vae":
-            self.net = build_vae(1, m.block_out_channels, m.latent_channels, m.layers_per_block, 64)
+            self.net = build_vae(
+                1, m.block_out_channels, m.latent_channels, m.layers_per_block, int(m.n_mels)
+            )
         elif m.component == "image_vae":
             self.net = build_vae(3, m.block_out_channels, m.latent_channels, m.layers_per_block, m.image_size)
         else:
