@@ -105,3 +105,25 @@ def test_cli_synth(tmp_path, capsys):
     assert "0 written, 3 already there" in capsys.readouterr().out
     assert main(["data", "synth", "--n", "3", "--out", str(out), "--seed", "4", "--renderer", "numpy"]) == 2
     assert "other options" in capsys.readouterr().err
+
+
+def test_tonic_in_text_changes_only_the_texts_and_older_folders_still_resume(tmp_path):
+    import dataclasses
+
+    plain = generate_corpus(tmp_path / "plain", 3, SMALL, progress=False)
+    tonic = generate_corpus(
+        tmp_path / "tonic", 3, dataclasses.replace(SMALL, tonic_in_text=True), progress=False
+    )
+    a, b = read_manifest(plain.out_dir / "all.jsonl"), read_manifest(tonic.out_dir / "all.jsonl")
+    for ra, rb in zip(a, b, strict=True):
+        assert rb.text.startswith(ra.text + " ") and rb.text != ra.text
+        assert Path(ra.audio).read_bytes() == Path(rb.audio).read_bytes()
+        assert Path(ra.images[0]).read_bytes() == Path(rb.images[0]).read_bytes()
+    # a folder written before the option existed (no tonic_in_text in its config) resumes with the default
+    cfg_path = plain.out_dir / CONFIG_FILE
+    cfg = json.loads(cfg_path.read_text())
+    del cfg["tonic_in_text"]
+    cfg_path.write_text(json.dumps(cfg))
+    assert generate_corpus(plain.out_dir, 3, SMALL, progress=False).skipped == 3
+    with pytest.raises(MelfusionInputError, match="tonic_in_text"):
+        generate_corpus(plain.out_dir, 3, dataclasses.replace(SMALL, tonic_in_text=True), progress=False)

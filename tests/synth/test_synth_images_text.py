@@ -137,3 +137,22 @@ def test_drum_presence_does_not_depend_on_tempo():
             has_drums(genre, energy)  # raises if slow and fast versions disagree
     assert not has_drums("classical", "high") and has_drums("rock", "low")
     assert len(INSTRUMENT_NAMES) >= 12
+
+
+def test_tonic_in_text_names_the_tonic_only_and_keeps_the_rest():
+    """tonic=True appends one sentence naming the tonic; the description before it is unchanged, it never
+    names the mode, and it is the same for both modes of one key."""
+    spoken = {"C#": "C sharp", "D#": "D sharp", "F#": "F sharp", "G#": "G sharp", "A#": "A sharp"}
+    for i, (attrs, _) in enumerate(_descriptions(300)):
+        seed = 10_000 + i
+        plain = describe(attrs, np.random.default_rng(seed))
+        with_tonic = describe(attrs, np.random.default_rng(seed), tonic=True)
+        assert with_tonic.startswith(plain + " ") and with_tonic.endswith(".")
+        last = with_tonic[len(plain) + 1 :]
+        assert (
+            re.search(rf"(?<![A-Za-z]){re.escape(attrs.key)}(?![#A-Za-z])", last)
+            or spoken.get(attrs.key, "\0") in last
+        ), (attrs.key, last)
+        assert not forbidden_words_in(with_tonic), with_tonic
+        other_mode = dataclasses.replace(attrs, mode="major" if attrs.mode == "minor" else "minor")
+        assert describe(other_mode, np.random.default_rng(seed), tonic=True) == with_tonic

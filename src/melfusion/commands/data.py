@@ -100,6 +100,11 @@ def register(subparsers: Any) -> None:
     y.add_argument("--sample-rate", type=int, default=16000, help="audio sample rate in Hz (default 16000)")
     y.add_argument("--image-size", type=int, default=64, help="image side in pixels (default 64)")
     y.add_argument("--audio-format", choices=("wav", "flac"), default="wav", help="audio files (default wav)")
+    y.add_argument(
+        "--tonic-in-text",
+        action="store_true",
+        help="descriptions also name the key's tonic (never the mode, which the image tells)",
+    )
     y.add_argument("--workers", type=int, default=1, help="processes rendering in parallel (default 1)")
     y.add_argument("--no-progress", action="store_true", help="no progress bar")
     y.set_defaults(func=run_synth)
@@ -186,6 +191,7 @@ def run_synth(args: argparse.Namespace) -> int:
         renderer=renderer,
         soundfont=soundfont,
         audio_format=args.audio_format,
+        tonic_in_text=args.tonic_in_text,
     )
     result = generate_corpus(args.out, args.n, config, workers=args.workers, progress=not args.no_progress)
     counts = ", ".join(f"{k} {v}" for k, v in result.split_counts.items())

@@ -72,6 +72,7 @@ class SynthConfig:
     split_seed: int = 0
     test_pair_fraction: float = 0.5
     val_pair_fraction: float = 0.25
+    tonic_in_text: bool = False  # descriptions also name the key's tonic (never the mode); see text.describe
 
     def validate(self) -> None:
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
@@ -147,7 +148,7 @@ def make_item(config: SynthConfig, index: int, held_out: dict | None = None) -> 
             config.split_seed, config.test_pair_fraction, config.val_pair_fraction
         )
     attributes = sample_attributes(item_rng(config.seed, index, "attributes"))
-    text = describe(attributes, item_rng(config.seed, index, "text"))
+    text = describe(attributes, item_rng(config.seed, index, "text"), tonic=config.tonic_in_text)
     return SynthItem(index, item_id(index), attributes, text, split_of(attributes, held_out))
 
 
@@ -237,7 +238,8 @@ def _check_folder(out_dir: Path, config: SynthConfig) -> None:
                 f"{cfg_path} is unreadable ({err}); remove it or use a new folder"
             ) from None
         new = config.to_json()
-        diffs = [k for k in new if old.get(k) != new[k]]
+        defaults = dataclasses.asdict(SynthConfig())  # options added later read as their default
+        diffs = [k for k in new if old.get(k, defaults.get(k)) != new[k]]
         if diffs:
             shown = ", ".join(f"{k}: {old.get(k)!r} there, {new[k]!r} now" for k in diffs)
             raise MelfusionInputError(

@@ -177,8 +177,24 @@ def has_drums(genre: str, energy: str) -> bool:
     return present.pop()
 
 
-def describe(attributes: Attributes, rng: np.random.Generator) -> str:
-    """One description of the item, the phrasing drawn from `rng`."""
+# Optional last sentence naming the tonic (never the mode): {tonic} is a pitch class such as "F#".
+TONIC_PHRASES = (
+    "It is in {tonic}.",
+    "Tonal centre: {tonic}.",
+    "Centred on {tonic}.",
+    "The home note is {tonic}.",
+    "Rooted in {tonic}.",
+)
+_TONIC_SPOKEN = {"C#": "C sharp", "D#": "D sharp", "F#": "F sharp", "G#": "G sharp", "A#": "A sharp"}
+
+
+def describe(attributes: Attributes, rng: np.random.Generator, *, tonic: bool = False) -> str:
+    """One description of the item, the phrasing drawn from `rng`.
+
+    ``tonic=True`` appends a sentence naming the key's tonic (drawn after everything else, so the rest of
+    the description is unchanged). The tonic says nothing of the mode, yet with it the mode (which the image
+    tells) fixes the pitch set: without it the mode is a relative property that a denoising loss barely
+    rewards (the key is random), which is a reason the music LDM learns so little from the image."""
     inst_names = INSTRUMENTS[attributes.instrument].names
     inst = inst_names[int(rng.integers(len(inst_names)))]
     g = _GENRE[attributes.genre]
@@ -209,6 +225,10 @@ def describe(attributes: Attributes, rng: np.random.Generator) -> str:
         "energy_adv": energy_adv,
     }
     text = template.format(**fields)
+    if tonic:
+        phrase = TONIC_PHRASES[int(rng.integers(len(TONIC_PHRASES)))]
+        name = attributes.key if rng.random() < 0.5 else _TONIC_SPOKEN.get(attributes.key, attributes.key)
+        text = f"{text} {phrase.format(tonic=name)}"
     return re.sub(r"\s+", " ", text).strip()
 
 
