@@ -125,5 +125,5 @@ def test_tonic_in_text_changes_only_the_texts_and_older_folders_still_resume(tmp
     del cfg["tonic_in_text"]
     cfg_path.write_text(json.dumps(cfg))
     assert generate_corpus(plain.out_dir, 3, SMALL, progress=False).skipped == 3
-    with pytest.raises(MelfusionInputError, match="tonic_in_text"):
+    with pytest.raises(MelfusionInputError, match="tonic_in_text: False there, True now"):
         generate_corpus(plain.out_dir, 3, dataclasses.replace(SMALL, tonic_in_text=True), progress=False)

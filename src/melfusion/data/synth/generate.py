@@ -239,9 +239,10 @@ def _check_folder(out_dir: Path, config: SynthConfig) -> None:
             ) from None
         new = config.to_json()
         defaults = dataclasses.asdict(SynthConfig())  # options added later read as their default
-        diffs = [k for k in new if old.get(k, defaults.get(k)) != new[k]]
+        there = {k: old.get(k, defaults.get(k)) for k in new}
+        diffs = [k for k in new if there[k] != new[k]]
         if diffs:
-            shown = ", ".join(f"{k}: {old.get(k)!r} there, {new[k]!r} now" for k in diffs)
+            shown = ", ".join(f"{k}: {there[k]!r} there, {new[k]!r} now" for k in diffs)
             raise MelfusionInputError(
                 f"{out_dir} holds a corpus made with other options ({shown}); rerun with the same options to "
                 "resume or extend it, or choose a new --out folder"

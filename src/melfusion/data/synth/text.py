@@ -193,8 +193,9 @@ def describe(attributes: Attributes, rng: np.random.Generator, *, tonic: bool = 
 
     ``tonic=True`` appends a sentence naming the key's tonic (drawn after everything else, so the rest of
     the description is unchanged). The tonic says nothing of the mode, yet with it the mode (which the image
-    tells) fixes the pitch set: without it the mode is a relative property that a denoising loss barely
-    rewards (the key is random), which is a reason the music LDM learns so little from the image."""
+    tells) fixes the pitch set; without it the mode is a relative property (the key is random) that a
+    denoising loss barely rewards. An experiment, off by default: fine-tuning on such texts did not make
+    the embedded model read the image (README, "Embedded model")."""
     inst_names = INSTRUMENTS[attributes.instrument].names
     inst = inst_names[int(rng.integers(len(inst_names)))]
     g = _GENRE[attributes.genre]
