@@ -198,3 +198,52 @@ def test_gradients_reach_alpha(pair):
     syn.set_visual_features(_features(syn.config.layer_widths), torch.tensor([0, 0]), mask)
     music(x, 10, encoder_hidden_states=ctx, encoder_attention_mask=mask).sample.square().mean().backward()
     assert syn.alpha_logits.grad is not None and torch.all(syn.alpha_logits.grad != 0)
+
+
+# ---------------------------------------------------------------- image projection (option, not in the paper)
+def test_image_projection_starts_as_eq5_eq6_and_learns(pair):
+    music, image = pair
+    x, ctx, mask = _inputs()
+    kv = _features(decoder_layer_widths(music, "attn2"))
+    plain = VisualSynapse.from_unets(music, image, rho=2.0)
+    plain.set_alphas(0.3)
+    plain.install(music)
+    plain.set_visual_features(kv, torch.tensor([0, 0]), mask)
+    want = music(x, 10, encoder_hidden_states=ctx, encoder_attention_mask=mask).sample
+    assert plain.projection_parameters() == []
+
+    proj = VisualSynapse.from_config(plain.config, image_projection=True)
+    proj.set_alphas(0.3)
+    assert len(proj.image_k_proj) == len(proj.image_v_proj) == 4
+    assert len(proj.projection_parameters()) == 16  # weight + bias, K and V, 4 layers
+    proj.install(music)
+    proj.set_visual_features(kv, torch.tensor([0, 0]), mask)
+    got = music(x, 10, encoder_hidden_states=ctx, encoder_attention_mask=mask).sample
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-5)  # identity at init
+
+    got.square().mean().backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in proj.projection_parameters())
+    with torch.no_grad():
+        proj.image_v_proj[0].weight.mul_(3.0)
+    moved = music(x, 10, encoder_hidden_states=ctx, encoder_attention_mask=mask).sample
+    assert (moved - want).abs().max() > 1e-4
+
+
+def test_image_projection_is_inert_at_alpha_zero_and_roundtrips(pair, tmp_path):
+    music, image = pair
+    x, ctx, mask = _inputs()
+    stock = music(x, 500, encoder_hidden_states=ctx, encoder_attention_mask=mask).sample
+    syn = VisualSynapse.from_unets(music, image)
+    syn = VisualSynapse.from_config(syn.config, image_projection=True)
+    with torch.no_grad():
+        for lin in [*syn.image_k_proj, *syn.image_v_proj]:
+            lin.weight.normal_()
+    syn.install(music)
+    syn.set_visual_features(_features(syn.config.layer_widths), torch.tensor([0, 0]))
+    assert torch.equal(music(x, 500, encoder_hidden_states=ctx, encoder_attention_mask=mask).sample, stock)
+
+    syn.save_pretrained(tmp_path / "synapse")
+    loaded = VisualSynapse.from_pretrained(tmp_path / "synapse")
+    assert loaded.config.image_projection is True
+    for a, b in zip(loaded.projection_parameters(), syn.projection_parameters()):
+        assert torch.equal(a, b)

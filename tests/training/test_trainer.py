@@ -372,6 +372,47 @@ def test_synapse_reinit_options_on_a_pretrained_folder(manifest, tmp_path):
     assert not torch.allclose(synapse.alphas(), torch.full((synapse.num_layers,), 0.3))
 
 
+def test_synapse_image_projection_option(manifest, tmp_path):
+    """model.synapse_image_projection adds the identity-initialised K/V maps to a trained folder's synapse,
+    keeps its α, trains the maps at θ's rate, and the exported folder keeps them."""
+    first = MeLFusionTrainer(_config(manifest, tmp_path / "a", "train.max_steps=1", "optim.lr_alpha=1e-2"))
+    first.train()
+    folder = first.export()
+    kept = first.pipe.synapse.alphas().detach()
+    trainer = MeLFusionTrainer(
+        _config(
+            manifest,
+            tmp_path / "b",
+            f"model.pretrained={folder}",
+            "model.synapse_image_projection=true",
+            "model.alpha_init=0.1",
+            "train.max_steps=2",
+            "train.ema_decay=null",
+            "optim.lr_unet=1e-3",
+            "optim.lr_alpha=1e-6",
+            "train.image_dropout=0",
+        )
+    )
+    synapse = trainer.pipe.synapse
+    assert synapse.config.image_projection and torch.allclose(synapse.alphas(), torch.full_like(kept, 0.1))
+    eye = synapse.image_v_proj[0].weight.detach().clone()
+    assert torch.equal(eye, torch.eye(eye.shape[0]))
+    lrs = {id(p): g["lr"] for g in trainer.optimizer.param_groups for p in g["params"]}
+    assert lrs[id(synapse.image_v_proj[0].weight)] == 1e-3 and lrs[id(synapse.alpha_logits)] == 1e-6
+    trainer.train()
+    assert not torch.equal(synapse.image_v_proj[0].weight, eye)
+    from melfusion.pipelines.melfusion import MeLFusionPipeline
+
+    loaded = MeLFusionPipeline.from_pretrained(trainer.export()).synapse
+    assert torch.equal(loaded.image_v_proj[0].weight, synapse.image_v_proj[0].weight)
+    # without the option a folder's synapse is left as it is
+    plain = MeLFusionTrainer(
+        _config(manifest, tmp_path / "c", f"model.pretrained={folder}", "train.max_steps=1")
+    )
+    assert plain.pipe.synapse.image_k_proj is None
+    assert torch.allclose(plain.pipe.synapse.alphas(), kept)
+
+
 @pytest.mark.parametrize(
     "extra, message",
     [

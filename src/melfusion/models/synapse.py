@@ -10,6 +10,12 @@ K^I has h·w tokens, K^M has S text tokens: K^I is resampled along the token axi
 pooling onto the valid (unmasked) text positions of each row. α_l = (2·sigmoid(a_l) − 1)/ρ with a_l = 0 at
 init (the authors' parameterisation), so a freshly installed synapse leaves the music UNet unchanged.
 
+Option, not in the paper (``image_projection=True``, off by default): a learned per-layer linear map on
+K^I and V^I before the mix, initialised to the identity (so it starts as exactly Eq. 5–6). In the paper the
+frozen image features enter the music UNet's key/value space raw; only α and the layers after the mix can
+adapt to them, whereas the text enters through the trainable ``to_k``/``to_v``. The map gives the image the
+same kind of trainable entry.
+
 Everything goes through diffusers attention processors; nothing in diffusers is patched.
 """
 
@@ -166,6 +172,7 @@ class SynapseAttnProcessor:
                 f"decoder cross-attention layer {self.layer} of the music UNet is {width} wide but the captured "
                 f"image self-attention features are {k_img.shape[-1]} wide"
             )
+        k_img, v_img = self.synapse.project(self.layer, k_img, v_img)
         has_image = feats.image_index >= 0  # (B,)
         k_pool = pool_tokens_to_mask(k_img, feats.image_index, valid)  # (B, S, C)
         v_pool = pool_tokens_to_mask(v_img, feats.image_index, valid)
@@ -208,6 +215,8 @@ class VisualSynapse(ModelMixin, ConfigMixin):
         alpha_sharing: ``"layer"`` (one α per decoder attention layer, default), ``"block"`` (one per
             up-block) or ``"global"`` (a single α; paper Table 4's "same α for all blocks").
         rho: α = (2·sigmoid(a) − 1)/ρ, so |α| < 1/ρ.
+        image_projection: a learned linear map per layer on K^I and V^I before the mix (identity at
+            init; not in the paper, see the module doc).
     """
 
     config_name = "config.json"
@@ -219,6 +228,7 @@ class VisualSynapse(ModelMixin, ConfigMixin):
         layer_blocks: list[int] | None = None,
         alpha_sharing: str = "layer",
         rho: float = 5.0,
+        image_projection: bool = False,
     ):
         super().__init__()
         if alpha_sharing not in ("layer", "block", "global"):
@@ -238,6 +248,11 @@ class VisualSynapse(ModelMixin, ConfigMixin):
             index = [0] * n_layers
         self.register_buffer("alpha_index", torch.tensor(index, dtype=torch.long), persistent=False)
         self.alpha_logits = torch.nn.Parameter(torch.zeros(max(index) + 1 if index else 0))
+        self.image_k_proj: torch.nn.ModuleList | None = None
+        self.image_v_proj: torch.nn.ModuleList | None = None
+        if image_projection:
+            self.image_k_proj = torch.nn.ModuleList(_identity_linear(w) for w in layer_widths)
+            self.image_v_proj = torch.nn.ModuleList(_identity_linear(w) for w in layer_widths)
         self.active_features: _StepFeatures | None = None
 
     # -- construction ---------------------------------------------------------------------------------
@@ -283,6 +298,20 @@ class VisualSynapse(ModelMixin, ConfigMixin):
         if bool(((s <= 0) | (s >= 1)).any()):
             raise ValueError(f"|α| must be < 1/rho = {1 / self.config.rho}")
         self.alpha_logits.copy_(torch.logit(s).to(self.alpha_logits))
+
+    # -- image projection (option) -------------------------------------------------------------------
+    def project(
+        self, layer: int, key: torch.Tensor, value: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """K^I, V^I (B_img, N, C) through layer ``layer``'s learned maps; unchanged without the option."""
+        if self.image_k_proj is None or self.image_v_proj is None:
+            return key, value
+        k_proj, v_proj = self.image_k_proj[layer], self.image_v_proj[layer]
+        return k_proj(key.to(k_proj.weight.dtype)), v_proj(value.to(v_proj.weight.dtype))
+
+    def projection_parameters(self) -> list[torch.nn.Parameter]:
+        """The image projection's weights (empty without the option): trained like θ, not at α's rate."""
+        return [p for name, p in self.named_parameters() if name != "alpha_logits"]
 
     # -- wiring -----------------------------------------------------------------------------------------
     def install(self, unet: UNet2DConditionModel) -> None:
@@ -336,6 +365,14 @@ class VisualSynapse(ModelMixin, ConfigMixin):
 
     def clear_visual_features(self) -> None:
         self.active_features = None
+
+
+def _identity_linear(width: int) -> torch.nn.Linear:
+    layer = torch.nn.Linear(width, width)
+    with torch.no_grad():
+        layer.weight.copy_(torch.eye(width))
+        layer.bias.zero_()
+    return layer
 
 
 def check_compatible(music_widths: Sequence[int], image_widths: Sequence[int]) -> None:

@@ -29,6 +29,9 @@ class ModelConfig:
     # learns to read image features that way; configs/embedded/synapse.yaml tries restarting α at 0.25.
     synapse_rho: float | None = None  # rebuild the synapse with this ρ (|α| < 1/ρ); None keeps it
     alpha_init: float | None = None  # set every α to this value; None keeps the built/loaded α
+    # Learned per-layer linear map on the image K/V before the mix (identity at init; not in the paper,
+    # see models/synapse.py). True/False rebuilds the synapse with/without it; None keeps it.
+    synapse_image_projection: bool | None = None
 
 
 @dataclass

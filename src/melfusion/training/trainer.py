@@ -117,12 +117,21 @@ def build_pipeline(config: ModelConfig, seed: int) -> MeLFusionPipeline:
 
 
 def reinit_synapse(pipe: MeLFusionPipeline, config: ModelConfig) -> MeLFusionPipeline:
-    """Apply ``model.synapse_rho`` (a new synapse with the same wiring and α sharing) and ``model.alpha_init``."""
-    if config.synapse_rho is not None and config.synapse_rho != pipe.synapse.config.rho:
-        synapse = VisualSynapse.from_config(pipe.synapse.config, rho=float(config.synapse_rho))
+    """Apply ``model.synapse_rho`` and ``model.synapse_image_projection`` (a new synapse with the same wiring and
+    α sharing; the α values are kept where they fit, an existing projection is kept) and ``model.alpha_init``."""
+    old = pipe.synapse
+    rho = old.config.rho if config.synapse_rho is None else float(config.synapse_rho)
+    projection = bool(old.config.get("image_projection", False))
+    if config.synapse_image_projection is not None:
+        projection = bool(config.synapse_image_projection)
+    if rho != old.config.rho or projection != bool(old.config.get("image_projection", False)):
+        synapse = VisualSynapse.from_config(old.config, rho=rho, image_projection=projection)
         if config.alpha_init is None:  # keep the α values when they fit the new range
-            alphas = pipe.synapse.alphas().detach()
+            alphas = old.alphas().detach()
             synapse.set_alphas(alphas.clamp(-0.99 / synapse.config.rho, 0.99 / synapse.config.rho))
+        if projection and old.image_k_proj is not None:
+            synapse.image_k_proj.load_state_dict(old.image_k_proj.state_dict())
+            synapse.image_v_proj.load_state_dict(old.image_v_proj.state_dict())
         pipe.register_modules(synapse=synapse)
         synapse.install(pipe.unet)
     if config.alpha_init is not None:
@@ -206,13 +215,16 @@ class MeLFusionTrainer(TrainLoopMixin):
             generator=torch.Generator().manual_seed(t.seed),
         )
 
-        # Optimiser: separate learning rates for θ and α (paper Table 3: α at 1e-5)
+        # Optimiser: separate learning rates for θ and α (paper Table 3: α at 1e-5); the optional image
+        # projection of the synapse trains with θ (it is part of the synapse module, so it follows train_alpha)
         self.model = Denoiser(pipe.unet, pipe.synapse)
         groups = []
         if t.train_unet:
             groups.append({"params": list(pipe.unet.parameters()), "lr": config.optim.lr_unet})
         if t.train_alpha:
-            groups.append({"params": list(pipe.synapse.parameters()), "lr": config.optim.lr_alpha})
+            groups.append({"params": [pipe.synapse.alpha_logits], "lr": config.optim.lr_alpha})
+            if pipe.synapse.projection_parameters():
+                groups.append({"params": pipe.synapse.projection_parameters(), "lr": config.optim.lr_unet})
         o = config.optim
         self.optimizer = torch.optim.AdamW(
             groups, betas=(o.adam_beta1, o.adam_beta2), eps=o.adam_epsilon, weight_decay=o.weight_decay

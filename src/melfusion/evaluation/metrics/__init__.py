@@ -22,6 +22,7 @@ from melfusion.evaluation.metrics.similarity import (
     similarity_logits,
 )
 from melfusion.evaluation.metrics.spectral import spectral_distribution, spectral_kl
+from melfusion.evaluation.metrics.variance import ExplainedVariance, explained_variance
 from melfusion.evaluation.metrics.stateful import (
     FrechetDistanceMetric,
     IMSMMetric,
@@ -33,6 +34,7 @@ from melfusion.evaluation.metrics.stateful import (
 )
 
 __all__ = [
+    "ExplainedVariance",
     "FADInfResult",
     "FrechetDistanceMetric",
     "FrechetResult",
@@ -47,6 +49,7 @@ __all__ = [
     "clap_score",
     "cosine_similarity_paired",
     "embedding_statistics",
+    "explained_variance",
     "fad_infinity",
     "frechet_distance",
     "frechet_distance_details",
