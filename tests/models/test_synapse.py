@@ -247,3 +247,15 @@ def test_image_projection_is_inert_at_alpha_zero_and_roundtrips(pair, tmp_path):
     assert loaded.config.image_projection is True
     for a, b in zip(loaded.projection_parameters(), syn.projection_parameters()):
         assert torch.equal(a, b)
+
+
+def test_image_timestep_option(pair):
+    music, image = pair
+    syn = VisualSynapse.from_unets(music, image)
+    t = torch.tensor([10, 500, 990])
+    assert torch.equal(syn.image_timestep_for(t), t)  # paper: the music step's own timestep
+    fixed = VisualSynapse.from_config(syn.config, image_timestep=200)
+    assert torch.equal(fixed.image_timestep_for(t), torch.full_like(t, 200))
+    assert int(fixed.image_timestep_for(torch.tensor(981))) == 200
+    with pytest.raises(ValueError, match="image_timestep must be >= 0"):
+        VisualSynapse.from_config(syn.config, image_timestep=-3)

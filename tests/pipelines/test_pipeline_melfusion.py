@@ -190,3 +190,31 @@ def test_use_text_false_is_the_image_only_ablation(tiny_pipe):
 def test_waveforms_stay_in_range(tiny_pipe):
     out = tiny_pipe(make_image(0), "calm", num_inference_steps=STEPS, audio_length_in_s=0.5, generator=_gen())
     assert np.abs(out.audios).max() <= 1.0
+
+
+def test_fixed_image_timestep_feeds_one_step_of_features(tiny_pipe):
+    """synapse image_timestep (option): every denoising step gets the image K/V captured nearest that t."""
+    from melfusion.models.synapse import VisualSynapse
+
+    seen: list[torch.Tensor] = []
+
+    def run(synapse):
+        original = synapse.set_visual_features
+
+        def record(kv, *args, **kwargs):
+            if kv is not None:
+                seen.append(kv[0][0].clone())
+            return original(kv, *args, **kwargs)
+
+        synapse.set_visual_features = record
+        tiny_pipe.register_modules(synapse=synapse)
+        synapse.install(tiny_pipe.unet)
+        seen.clear()
+        tiny_pipe(make_image(), "calm", num_inference_steps=STEPS, generator=_gen(), output_type="latent")
+        return list(seen)
+
+    paper = run(VisualSynapse.from_config(tiny_pipe.synapse.config, image_timestep=None))
+    assert len(paper) == STEPS and not torch.equal(paper[0], paper[-1])
+    fixed = run(VisualSynapse.from_config(tiny_pipe.synapse.config, image_timestep=0))
+    assert len(fixed) == STEPS and all(torch.equal(k, fixed[0]) for k in fixed)
+    assert torch.equal(fixed[0], paper[-1])  # t = 0 → the least noisy captured step, the last one sampled

@@ -413,6 +413,22 @@ def test_synapse_image_projection_option(manifest, tmp_path):
     assert torch.allclose(plain.pipe.synapse.alphas(), kept)
 
 
+def test_synapse_image_timestep_option(manifest, tmp_path):
+    """model.synapse_image_timestep: the image K/V of every training row come from that one image timestep."""
+    fixed = MeLFusionTrainer(
+        _config(manifest, tmp_path / "a", "model.synapse_image_timestep=100", "train.max_steps=1")
+    )
+    assert fixed.pipe.synapse.config.image_timestep == 100
+    px = next(iter(fixed.loader))["pixel_values"][:1]
+    low, high = (fixed.image_features(px, torch.tensor([t])) for t in (5, 900))
+    assert all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) for a, b in zip(low, high))
+    at100 = fixed.image_features(px, torch.tensor([100]))
+    fixed.pipe.synapse.register_to_config(image_timestep=None)  # back to the paper's pairing
+    paper_low, paper_high = (fixed.image_features(px, torch.tensor([t])) for t in (5, 900))
+    assert not torch.equal(paper_low[0][0], paper_high[0][0])
+    assert torch.equal(fixed.image_features(px, torch.tensor([100]))[0][0], at100[0][0])
+
+
 @pytest.mark.parametrize(
     "extra, message",
     [

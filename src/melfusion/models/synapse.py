@@ -16,6 +16,12 @@ frozen image features enter the music UNet's key/value space raw; only α and th
 adapt to them, whereas the text enters through the trainable ``to_k``/``to_v``. The map gives the image the
 same kind of trainable entry.
 
+Option, not in the paper (``image_timestep=t_I``, default None): read the image features at one fixed image
+timestep for every music timestep instead of at the music step's own t (Alg. 1 line 7, Alg. 2). The linear
+direction that carries mood in K^I/V^I changes with t (a readout fitted at t = 50–600 is at or below chance at
+t = 900–990 on the synthetic corpus), so what the music UNet learns where the loss pays (mid t) does not carry
+over to the high-noise steps where sampling fixes the rhythm. A fixed t_I keeps one readout valid throughout.
+
 Everything goes through diffusers attention processors; nothing in diffusers is patched.
 """
 
@@ -217,6 +223,8 @@ class VisualSynapse(ModelMixin, ConfigMixin):
         rho: α = (2·sigmoid(a) − 1)/ρ, so |α| < 1/ρ.
         image_projection: a learned linear map per layer on K^I and V^I before the mix (identity at
             init; not in the paper, see the module doc).
+        image_timestep: read the image features at this image timestep for every music timestep (not in the
+            paper, see the module doc); None = the music step's own timestep (paper).
     """
 
     config_name = "config.json"
@@ -229,12 +237,15 @@ class VisualSynapse(ModelMixin, ConfigMixin):
         alpha_sharing: str = "layer",
         rho: float = 5.0,
         image_projection: bool = False,
+        image_timestep: int | None = None,
     ):
         super().__init__()
         if alpha_sharing not in ("layer", "block", "global"):
             raise ValueError(f"alpha_sharing must be 'layer', 'block' or 'global', got {alpha_sharing!r}")
         if rho <= 0:
             raise ValueError(f"rho must be > 0, got {rho}")
+        if image_timestep is not None and image_timestep < 0:
+            raise ValueError(f"image_timestep must be >= 0 or None, got {image_timestep}")
         n_layers = len(layer_widths)
         blocks = list(layer_blocks) if layer_blocks is not None else list(range(n_layers))
         if len(blocks) != n_layers:
@@ -298,6 +309,11 @@ class VisualSynapse(ModelMixin, ConfigMixin):
         if bool(((s <= 0) | (s >= 1)).any()):
             raise ValueError(f"|α| must be < 1/rho = {1 / self.config.rho}")
         self.alpha_logits.copy_(torch.logit(s).to(self.alpha_logits))
+
+    def image_timestep_for(self, timestep: torch.Tensor) -> torch.Tensor:
+        """The image timestep(s) whose features go with music timestep(s) ``timestep`` (same shape)."""
+        fixed = self.config.get("image_timestep")
+        return timestep if fixed is None else torch.full_like(torch.as_tensor(timestep), int(fixed))
 
     # -- image projection (option) -------------------------------------------------------------------
     def project(

@@ -32,6 +32,9 @@ class ModelConfig:
     # Learned per-layer linear map on the image K/V before the mix (identity at init; not in the paper,
     # see models/synapse.py). True/False rebuilds the synapse with/without it; None keeps it.
     synapse_image_projection: bool | None = None
+    # Read the image features at this fixed image timestep for every music timestep (not in the paper, see
+    # models/synapse.py); -1 = the music step's own timestep (paper); None keeps the loaded synapse's setting.
+    synapse_image_timestep: int | None = None
 
 
 @dataclass

@@ -117,15 +117,24 @@ def build_pipeline(config: ModelConfig, seed: int) -> MeLFusionPipeline:
 
 
 def reinit_synapse(pipe: MeLFusionPipeline, config: ModelConfig) -> MeLFusionPipeline:
-    """Apply ``model.synapse_rho`` and ``model.synapse_image_projection`` (a new synapse with the same wiring and
+    """Apply ``model.synapse_rho``, ``model.synapse_image_projection`` and ``model.synapse_image_timestep`` (a new synapse with the same wiring and
     α sharing; the α values are kept where they fit, an existing projection is kept) and ``model.alpha_init``."""
     old = pipe.synapse
     rho = old.config.rho if config.synapse_rho is None else float(config.synapse_rho)
     projection = bool(old.config.get("image_projection", False))
     if config.synapse_image_projection is not None:
         projection = bool(config.synapse_image_projection)
-    if rho != old.config.rho or projection != bool(old.config.get("image_projection", False)):
-        synapse = VisualSynapse.from_config(old.config, rho=rho, image_projection=projection)
+    image_t = old.config.get("image_timestep")
+    if config.synapse_image_timestep is not None:
+        image_t = None if config.synapse_image_timestep < 0 else int(config.synapse_image_timestep)
+    if (
+        rho != old.config.rho
+        or projection != bool(old.config.get("image_projection", False))
+        or image_t != old.config.get("image_timestep")
+    ):
+        synapse = VisualSynapse.from_config(
+            old.config, rho=rho, image_projection=projection, image_timestep=image_t
+        )
         if config.alpha_init is None:  # keep the α values when they fit the new range
             alphas = old.alphas().detach()
             synapse.set_alphas(alphas.clamp(-0.99 / synapse.config.rho, 0.99 / synapse.config.rho))
@@ -422,6 +431,7 @@ class MeLFusionTrainer(TrainLoopMixin):
         self, pixel_values: torch.Tensor, timesteps: torch.Tensor
     ) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """K^I, V^I of ε_ψ(z^I_t, ∅, t) for each row (Alg. 1 line 7), per layer (B, N_l, C_l)."""
+        timesteps = self.pipe.synapse.image_timestep_for(timesteps)  # the music t, or the fixed option's
         z = torch.stack(
             [self.trajectory(px).latent_at(t[None])[0] for px, t in zip(pixel_values, timesteps.cpu())]
         )

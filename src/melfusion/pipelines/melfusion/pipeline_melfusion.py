@@ -387,7 +387,9 @@ class MeLFusionPipeline(DiffusionPipeline):
             with self.progress_bar(total=len(timesteps)) as bar:
                 for t in timesteps:
                     if guidances:
-                        self.synapse.set_visual_features(stack_guidance(guidances, t), row_images, text_mask)
+                        self.synapse.set_visual_features(
+                            stack_guidance(guidances, self.synapse.image_timestep_for(t)), row_images, text_mask
+                        )
                     else:
                         self.synapse.set_visual_features(None)
                     model_in = torch.cat([latents] * n_branches) if n_branches > 1 else latents
