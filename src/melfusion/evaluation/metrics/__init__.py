@@ -22,7 +22,6 @@ from melfusion.evaluation.metrics.similarity import (
     similarity_logits,
 )
 from melfusion.evaluation.metrics.spectral import spectral_distribution, spectral_kl
-from melfusion.evaluation.metrics.variance import ExplainedVariance, explained_variance
 from melfusion.evaluation.metrics.stateful import (
     FrechetDistanceMetric,
     IMSMMetric,
@@ -32,6 +31,7 @@ from melfusion.evaluation.metrics.stateful import (
     PairedCosineMetric,
     PairedKLMetric,
 )
+from melfusion.evaluation.metrics.variance import ExplainedVariance, explained_variance
 
 __all__ = [
     "ExplainedVariance",

@@ -388,7 +388,9 @@ class MeLFusionPipeline(DiffusionPipeline):
                 for t in timesteps:
                     if guidances:
                         self.synapse.set_visual_features(
-                            stack_guidance(guidances, self.synapse.image_timestep_for(t)), row_images, text_mask
+                            stack_guidance(guidances, self.synapse.image_timestep_for(t)),
+                            row_images,
+                            text_mask,
                         )
                     else:
                         self.synapse.set_visual_features(None)
