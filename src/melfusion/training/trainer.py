@@ -117,21 +117,23 @@ def build_pipeline(config: ModelConfig, seed: int) -> MeLFusionPipeline:
 
 
 def reinit_synapse(pipe: MeLFusionPipeline, config: ModelConfig) -> MeLFusionPipeline:
-    """Apply ``model.synapse_rho``, ``model.synapse_image_projection`` and ``model.synapse_image_timestep`` (a new synapse with the same wiring and
-    α sharing; the α values are kept where they fit, an existing projection is kept) and ``model.alpha_init``."""
+    """Apply ``model.synapse_rho``, ``model.synapse_image_projection`` and ``model.synapse_image_timestep`` (a
+    new synapse with the same wiring and α sharing; α values are kept where they fit, an existing projection is
+    kept) and ``model.alpha_init``."""
     old = pipe.synapse
-    rho = old.config.rho if config.synapse_rho is None else float(config.synapse_rho)
-    projection = bool(old.config.get("image_projection", False))
+    current = (
+        old.config.rho,
+        bool(old.config.get("image_projection", False)),
+        old.config.get("image_timestep"),
+    )
+    rho, projection, image_t = current
+    if config.synapse_rho is not None:
+        rho = float(config.synapse_rho)
     if config.synapse_image_projection is not None:
         projection = bool(config.synapse_image_projection)
-    image_t = old.config.get("image_timestep")
     if config.synapse_image_timestep is not None:
         image_t = None if config.synapse_image_timestep < 0 else int(config.synapse_image_timestep)
-    if (
-        rho != old.config.rho
-        or projection != bool(old.config.get("image_projection", False))
-        or image_t != old.config.get("image_timestep")
-    ):
+    if (rho, projection, image_t) != current:
         synapse = VisualSynapse.from_config(
             old.config, rho=rho, image_projection=projection, image_timestep=image_t
         )
