@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -28,7 +27,9 @@ from melfusion.audio.io import load_audio
 from melfusion.audio.mel import MelConfig, mel_spectrogram
 from melfusion.evaluation.metrics import explained_variance
 
-ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_adherence import ROOT, read_rows  # noqa: E402
+
 ATTRIBUTES: dict[str, Callable[[dict], object]] = {
     "tempo_class": lambda r: r["tempo_class"],
     "bpm (8-bpm bins)": lambda r: int(r["bpm"]) // 8,
@@ -51,9 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model", default=None, help="pipeline folder: also report on its audio-VAE latents")
     args = p.parse_args(argv)
     manifest = args.corpus / f"{args.split}.jsonl"
-    if not manifest.is_file():
-        raise SystemExit(f"manifest not found: {manifest} (generate the corpus with `melfusion data synth`)")
-    rows = [json.loads(line) for line in manifest.read_text().splitlines() if line.strip()][: args.n]
+    rows = read_rows(manifest)[: args.n]
     base = MelConfig()
     samples = int(round(args.seconds * base.sample_rate))
     audio = []
