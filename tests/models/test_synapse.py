@@ -229,6 +229,45 @@ def test_image_projection_starts_as_eq5_eq6_and_learns(pair):
     assert (moved - want).abs().max() > 1e-4
 
 
+def test_image_projection_after_pooling_equals_projecting_every_token(pair):
+    """The processor maps the S pooled tokens; that must equal mapping all N tokens and then pooling."""
+    music, image = pair
+    syn = VisualSynapse.from_unets(music, image, rho=2.0)
+    syn = VisualSynapse.from_config(syn.config, image_projection=True)
+    syn.set_alphas(0.3)
+    torch.manual_seed(3)
+    with torch.no_grad():
+        for lin in [*syn.image_k_proj, *syn.image_v_proj]:
+            lin.weight.normal_(std=0.3)
+            lin.bias.normal_()
+    layer = 1
+    kv = _features(syn.config.layer_widths, batch_img=2)
+    index = torch.tensor([1, -1, 0, 1])
+    valid = torch.tensor([[1] * 5 + [0] * 2, [1] * 7, [1] * 3 + [0] * 4, [1] * 5 + [0] * 2], dtype=torch.bool)
+    syn.set_visual_features(kv, index, valid)
+    width = syn.config.layer_widths[layer]
+    key, value = torch.randn(4, 7, width), torch.randn(4, 7, width)
+    k2, v2 = SynapseAttnProcessor(syn, layer)._mix(key, value, None)
+    k_all, v_all = (proj(t) for proj, t in zip((syn.image_k_proj[layer], syn.image_v_proj[layer]), kv[layer]))
+    a = syn.alpha(layer)
+    for got, mapped, text in ((k2, k_all, key), (v2, v_all, value)):
+        want = pool_tokens_to_mask(mapped, index, valid)
+        want = torch.where((index >= 0).view(4, 1, 1), a * want + (1 - a) * text, text)
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_pooling_shared_rows_match_single_rows():
+    """Rows with the same image and length (CFG branches, samples) are pooled once, identically."""
+    tokens = torch.randn(2, 40, 6)
+    valid = torch.tensor([[1] * 9 + [0], [1] * 9 + [0], [1] * 2 + [0] * 8, [1] * 9 + [0]], dtype=torch.bool)
+    index = torch.tensor([0, 0, 0, 1])
+    out = pool_tokens_to_mask(tokens, index, valid)
+    for row in range(4):
+        single = pool_tokens_to_mask(tokens, index[row : row + 1], valid[row : row + 1])
+        assert torch.equal(out[row : row + 1], single)
+    assert torch.equal(out[0], out[1]) and not torch.equal(out[0], out[3])
+
+
 def test_image_projection_is_inert_at_alpha_zero_and_roundtrips(pair, tmp_path):
     music, image = pair
     x, ctx, mask = _inputs()

@@ -178,10 +178,15 @@ class SynapseAttnProcessor:
                 f"decoder cross-attention layer {self.layer} of the music UNet is {width} wide but the captured "
                 f"image self-attention features are {k_img.shape[-1]} wide"
             )
-        k_img, v_img = self.synapse.project(self.layer, k_img, v_img)
         has_image = feats.image_index >= 0  # (B,)
         k_pool = pool_tokens_to_mask(k_img, feats.image_index, valid)  # (B, S, C)
         v_pool = pool_tokens_to_mask(v_img, feats.image_index, valid)
+        # The map is affine and the pooling averages, so mapping the S pooled tokens equals pooling the N
+        # mapped ones (N = h·w ≫ S); masked positions stay zero as without the map.
+        k_pool, v_pool = self.synapse.project(self.layer, k_pool, v_pool)
+        if self.synapse.image_k_proj is not None:
+            keep = valid.unsqueeze(-1)
+            k_pool, v_pool = k_pool * keep, v_pool * keep
         alpha = self.synapse.alpha(self.layer).to(key.dtype)
         sel = has_image.view(batch, 1, 1)
         key = torch.where(sel, alpha * k_pool.to(key.dtype) + (1 - alpha) * key, key)  # Eq. 5
@@ -194,19 +199,20 @@ def pool_tokens_to_mask(tokens: torch.Tensor, image_index: torch.Tensor, valid: 
 
     tokens (B_img, N, C); image_index (B,) with -1 for rows without an image; valid (B, S) bool.
     Returns (B, S, C): row b holds adaptive-avg-pool(tokens[image_index[b]], L_b) at its L_b valid
-    positions (in order) and zeros elsewhere."""
+    positions (in order) and zeros elsewhere. Each distinct (image, L) is pooled once: CFG branches and
+    samples that share an image and a prompt length share one pooling."""
     batch, seq = valid.shape
     out = tokens.new_zeros(batch, seq, tokens.shape[-1])
     lengths = valid.sum(dim=1)
-    rows_with_image = image_index >= 0
-    for length in torch.unique(lengths[rows_with_image]).tolist():
-        if length == 0:
-            continue
-        rows = torch.nonzero(rows_with_image & (lengths == length), as_tuple=True)[0]
-        src = tokens[image_index[rows]].transpose(1, 2)  # (R, C, N)
-        pooled = F.adaptive_avg_pool1d(src, int(length)).transpose(1, 2)  # (R, L, C)
+    use = (image_index >= 0) & (lengths > 0)
+    if not bool(use.any()):
+        return out
+    pairs = torch.stack([image_index, lengths], dim=1)[use]
+    for img, length in torch.unique(pairs, dim=0).tolist():
+        rows = torch.nonzero(use & (image_index == img) & (lengths == length), as_tuple=True)[0]
+        pooled = F.adaptive_avg_pool1d(tokens[img].T.unsqueeze(0), length)[0].T  # (L, C)
         block = out[rows]
-        block[valid[rows]] = pooled.reshape(-1, pooled.shape[-1])
+        block[valid[rows]] = pooled.repeat(rows.numel(), 1)
         out[rows] = block
     return out
 
@@ -319,7 +325,8 @@ class VisualSynapse(ModelMixin, ConfigMixin):
     def project(
         self, layer: int, key: torch.Tensor, value: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """K^I, V^I (B_img, N, C) through layer ``layer``'s learned maps; unchanged without the option."""
+        """Image keys/values (..., C) through layer ``layer``'s learned maps; unchanged without the option.
+        The synapse applies them to the pooled (B, S, C) tokens, which equals mapping all N (affine map)."""
         if self.image_k_proj is None or self.image_v_proj is None:
             return key, value
         k_proj, v_proj = self.image_k_proj[layer], self.image_v_proj[layer]
