@@ -35,6 +35,7 @@ import torch
 from tqdm.auto import tqdm
 
 from melfusion.audio.io import load_audio
+from melfusion.commands.generate import image_guidance_arg
 from melfusion.data.synth.attributes import FAMILIES, MODES, TEMPO_CLASSES
 from melfusion.evaluation.family import LogisticFamilyClassifier, train_family_classifier
 from melfusion.evaluation.probes import estimate_family, estimate_mode, estimate_tempo, tempo_class
@@ -279,7 +280,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--steps", type=int, default=None, help="denoising steps (default: the pipeline's)")
     p.add_argument("--guidance", type=float, default=None, help="text CFG scale (default: the pipeline's)")
     p.add_argument(
-        "--image-guidance", type=float, default=None, help="separate image CFG scale (default: none)"
+        "--image-guidance",
+        type=image_guidance_arg,
+        default=None,
+        help="separate image CFG scale, or 'off' (image in both CFG branches); default: the model's",
     )
     p.add_argument(
         "--image-steps",
@@ -319,7 +323,7 @@ def load_classifier(args: argparse.Namespace) -> LogisticFamilyClassifier:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    from melfusion.commands.generate import load_pipeline, resolve_device
+    from melfusion.commands.generate import apply_image_guidance, load_pipeline, resolve_device
 
     if args.threads is not None:
         torch.set_num_threads(args.threads)
@@ -339,10 +343,13 @@ def main(argv: list[str] | None = None) -> int:
         args.steps = int(call_defaults["num_inference_steps"].default)
     if args.guidance is None:
         args.guidance = float(call_defaults["guidance_scale"].default)
+    scale = apply_image_guidance(pipe, args.image_guidance)  # the scale every call uses:
+    args.image_guidance = scale if scale is not None else pipe.config.get("default_image_guidance_scale")
     sr = pipe.sample_rate
     seconds = float(pipe.default_audio_length_in_s)
     print(
         f"model: {model_name}\n{len(items)} test items, {args.steps} steps, guidance {args.guidance}, "
+        f"image guidance {args.image_guidance if args.image_guidance is not None else 'off'}, "
         f"{seconds:g} s clips at {sr} Hz, {threads} threads, {device}"
     )
 

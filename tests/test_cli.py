@@ -104,6 +104,29 @@ def test_default_model_runs_offline(image_file, tmp_path):
     assert json.loads(out.with_suffix(".json").read_text())["model"].startswith("embedded:melfusion-tiny")
 
 
+def test_image_guidance_default_off_and_explicit(tiny_components_factory, image_file, tmp_path):
+    """No flag: the model's default_image_guidance_scale; 'off': two-branch CFG; a number: that scale."""
+    from melfusion.pipelines.melfusion import MeLFusionPipeline
+
+    model = tmp_path / "tuned"
+    pipe = MeLFusionPipeline(**tiny_components_factory(audio_seconds=1.28, image_size=32))
+    pipe.synapse.set_alphas(0.15)  # α = 0 would make every variant the text-only run
+    pipe.register_to_config(default_image_guidance_scale=2.5)
+    pipe.save_pretrained(model)
+    base = ["generate", "--image", str(image_file), "--text", "calm", "--steps", "2", "--seconds", "0.5"]
+    base += ["--seed", "1", "--model", str(model)]
+    recorded = {}
+    for name, extra in (
+        ("default", []),
+        ("off", ["--image-guidance", "off"]),
+        ("three", ["--image-guidance", "3"]),
+    ):
+        assert main([*base, *extra, "--out", str(tmp_path / f"{name}.wav")]) == 0
+        recorded[name] = json.loads((tmp_path / f"{name}.json").read_text())["image_guidance_scale"]
+    assert recorded == {"default": 2.5, "off": None, "three": 3.0}
+    assert (tmp_path / "default.wav").read_bytes() != (tmp_path / "off.wav").read_bytes()
+
+
 @pytest.mark.parametrize(
     ("change", "message"),
     [
@@ -118,6 +141,7 @@ def test_default_model_runs_offline(image_file, tmp_path):
         ({"--model": "DIR"}, "not a melfusion model folder"),
         ({"--model": "nowhere"}, "model folder not found"),
         ({"--num-samples": "0"}, "--num-samples"),
+        ({"--image-guidance": "-1"}, "--image-guidance must be >= 0"),
     ],
 )
 def test_bad_input_is_one_line_exit_2(change, message, image_file, tmp_path, capsys):

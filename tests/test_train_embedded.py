@@ -21,13 +21,24 @@ def test_reproduction_command_runs_every_stage_and_resumes(tmp_path):
     cmd = ["bash", str(ROOT / "scripts" / "train_embedded.sh")]
     first = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
-    for stage in ("audio-vae", "image-vae", "image-ldm", "music"):
+    stages = (
+        "audio-vae",
+        "image-vae",
+        "image-ldm",
+        "music",
+        "synapse",
+        "synapse-fixed-t",
+        "synapse-projection",
+    )
+    for stage in stages:
         assert (tmp_path / "runs" / "embedded" / stage / "final").is_dir(), stage
         assert list((tmp_path / "runs" / "embedded" / stage / "checkpoints").glob("step-*")), stage
     from melfusion.models.embedded import load_packed_pipeline
 
     pipe = load_packed_pipeline(tmp_path / "packed")
     assert pipe.unet.config.in_channels == pipe.vae.config.latent_channels
+    assert pipe.synapse.config.image_timestep == 200 and pipe.synapse.config.image_projection
+    assert pipe.config.default_image_guidance_scale == 14.0
     again = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
     assert again.returncode == 0, again.stderr[-3000:]
-    assert again.stdout.count(": done (") == 4  # finished stages are skipped on a rerun
+    assert again.stdout.count(": done (") == len(stages)  # finished stages are skipped on a rerun

@@ -45,6 +45,8 @@ def test_pack_then_load_matches_the_trained_pipeline(tmp_path):
     names = {p.name for p in packed.iterdir()}
     assert not names & set(TEXT_PARTS)  # MiniLM comes from its package, not the folder
     assert json.loads((packed / "embedded.json").read_text())["version"] == "test"
+    for cfg in [packed / "model_index.json", *packed.glob("*/*config.json")]:
+        assert "_name_or_path" not in json.loads(cfg.read_text()), cfg  # no build-machine paths
     from safetensors.torch import load_file
 
     for part in HALF_PARTS:
@@ -73,6 +75,19 @@ def test_generate_model_flag_accepts_a_packed_folder(tmp_path):
     loaded, name = load_pipeline(str(packed), "cpu")
     assert loaded.unet.dtype == torch.float32 and name == str(packed.resolve())
     assert np.asarray(_run(loaded).audios).shape == np.asarray(_run(pipe).audios).shape
+
+
+def test_pack_records_the_default_image_guidance_scale(tmp_path):
+    from melfusion.models.tiny import build_tiny_components
+    from melfusion.pipelines.melfusion import MeLFusionPipeline
+
+    pipe = MeLFusionPipeline(**build_tiny_components(pretrained_text_encoder=True, image_size=16))
+    assert pipe.config.default_image_guidance_scale is None  # paper models: two-branch CFG
+    pipe.save_pretrained(tmp_path / "trained", safe_serialization=True)
+    packed = pack_embedded(tmp_path / "trained", tmp_path / "packed", image_guidance_scale=14)
+    assert load_packed_pipeline(packed).config.default_image_guidance_scale == 14.0
+    plain = pack_embedded(tmp_path / "trained", tmp_path / "plain")
+    assert load_packed_pipeline(plain).config.default_image_guidance_scale is None
 
 
 def test_pack_rejects_a_folder_that_is_not_a_pipeline(tmp_path):

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -87,6 +89,30 @@ def test_image_guidance_scale_three_branches(tiny_pipe):
     zero = tiny_pipe(make_image(), "calm", image_guidance_scale=0.0, generator=_gen(), **kw).audios
     text_only = tiny_pipe(make_image(), "calm", use_image=False, generator=_gen(), **kw).audios
     assert torch.allclose(zero, text_only, atol=1e-5)
+
+
+def test_model_default_image_guidance_scale(tiny_pipe, tmp_path):
+    """A model folder may record the image guidance scale it was tuned for; a call without one uses it."""
+    tiny_pipe.synapse.set_alphas(0.15)
+    kw = dict(num_inference_steps=STEPS, output_type="latent", guidance_scale=3.0)
+    two = tiny_pipe(make_image(), "calm", generator=_gen(), **kw)
+    assert two.parameters["image_guidance_scale"] is None
+    explicit = tiny_pipe(make_image(), "calm", image_guidance_scale=1.5, generator=_gen(), **kw)
+    tiny_pipe.register_to_config(default_image_guidance_scale=1.5)
+    default = tiny_pipe(make_image(), "calm", generator=_gen(), **kw)
+    assert torch.equal(default.audios, explicit.audios) and default.parameters["image_guidance_scale"] == 1.5
+    assert not torch.allclose(default.audios, two.audios)
+    other = tiny_pipe(make_image(), "calm", image_guidance_scale=4.0, generator=_gen(), **kw)
+    assert other.parameters["image_guidance_scale"] == 4.0  # an explicit scale wins
+
+    tiny_pipe.save_pretrained(tmp_path / "model")
+    index = json.loads((tmp_path / "model" / "model_index.json").read_text())
+    assert index["default_image_guidance_scale"] == 1.5
+    loaded = MeLFusionPipeline.from_pretrained(tmp_path / "model")
+    loaded.set_progress_bar_config(disable=True)
+    assert loaded.config.default_image_guidance_scale == 1.5
+    again = loaded(make_image(), "calm", generator=_gen(), **kw)
+    assert torch.equal(again.audios, default.audios)
 
 
 @pytest.mark.parametrize("scheduler_cls", [DDPMScheduler, DPMSolverMultistepScheduler])

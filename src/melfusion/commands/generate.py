@@ -45,9 +45,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--image-guidance",
-        type=float,
+        type=image_guidance_arg,
         default=None,
-        help="separate image guidance scale (three CFG branches); default: image used in both branches",
+        help="separate image guidance scale (three CFG branches), or 'off' (image in both CFG branches, the "
+        "released code's behaviour); default: the model's (the embedded model: 14; converted paper models: off)",
     )
     p.add_argument(
         "--seed", type=int, default=None, help="random seed (default: drawn and recorded in the sidecar)"
@@ -75,6 +76,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="loudness target in LUFS, e.g. -14 (default: peak-safe only)",
     )
     p.set_defaults(func=run)
+
+
+def image_guidance_arg(value: str) -> float | str:
+    """``--image-guidance``: a number, or ``off`` for the two-branch CFG."""
+    if value.strip().lower() == "off":
+        return "off"
+    try:
+        return float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number or 'off', got {value!r}") from None
+
+
+def apply_image_guidance(pipe: Any, value: float | str | None) -> float | None:
+    """The scale to pass to the pipeline; ``off`` also clears the model's default."""
+    if value == "off":
+        pipe.register_to_config(default_image_guidance_scale=None)
+        return None
+    return value  # None: the model's default_image_guidance_scale
 
 
 def _validate(args: argparse.Namespace) -> None:
@@ -109,7 +128,7 @@ def _validate(args: argparse.Namespace) -> None:
         raise MelfusionInputError(f"--steps must be in [1, 1000], got {args.steps}")
     if not math.isfinite(args.guidance) or args.guidance < 0:
         raise MelfusionInputError(f"--guidance must be >= 0, got {args.guidance}")
-    if args.image_guidance is not None and (
+    if isinstance(args.image_guidance, float) and (
         not math.isfinite(args.image_guidance) or args.image_guidance < 0
     ):
         raise MelfusionInputError(f"--image-guidance must be >= 0, got {args.image_guidance}")
@@ -206,6 +225,7 @@ def run(args: argparse.Namespace) -> int:
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(2**31)
     pipe, model_name = load_pipeline(args.model, device)
     set_scheduler(pipe, args.scheduler)
+    image_guidance = apply_image_guidance(pipe, args.image_guidance)
     generator = torch.Generator(device="cpu").manual_seed(seed)
     start = time.perf_counter()
     result = pipe(
@@ -215,7 +235,7 @@ def run(args: argparse.Namespace) -> int:
         audio_length_in_s=args.seconds,
         num_inference_steps=args.steps,
         guidance_scale=args.guidance,
-        image_guidance_scale=args.image_guidance,
+        image_guidance_scale=image_guidance,
         num_waveforms_per_prompt=args.num_samples,
         generator=generator,
         guidance_capture=args.capture,
@@ -275,6 +295,7 @@ def run_manifest(args: argparse.Namespace) -> int:
     device = str(state.device) if args.device == "auto" else resolve_device(args.device)
     pipe, model_name = load_pipeline(args.model, device)
     set_scheduler(pipe, args.scheduler)
+    image_guidance = apply_image_guidance(pipe, args.image_guidance)
     pipe.set_progress_bar_config(disable=True)
     failed = 0
     with state.split_between_processes(todo) as mine:
@@ -290,7 +311,7 @@ def run_manifest(args: argparse.Namespace) -> int:
                     audio_length_in_s=args.seconds,
                     num_inference_steps=args.steps,
                     guidance_scale=args.guidance,
-                    image_guidance_scale=args.image_guidance,
+                    image_guidance_scale=image_guidance,
                     generator=torch.Generator(device="cpu").manual_seed(seed),
                     guidance_capture=args.capture,
                     image_inversion_steps=args.image_steps,

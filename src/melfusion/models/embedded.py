@@ -82,8 +82,14 @@ def load_embedded_pipeline() -> tuple[Any, str]:
     ), f"{EMBEDDED_NAME}-random-init (seed 0, untrained: noise, not music)"
 
 
-def pack_embedded(src: str | os.PathLike[str], dst: str | os.PathLike[str], info: dict | None = None) -> Path:
-    """Copy a trained MeLFusionPipeline folder into the shipped layout (see module docstring), atomically."""
+def pack_embedded(
+    src: str | os.PathLike[str],
+    dst: str | os.PathLike[str],
+    info: dict | None = None,
+    image_guidance_scale: float | None = None,
+) -> Path:
+    """Copy a trained MeLFusionPipeline folder into the shipped layout (see module docstring), atomically.
+    ``image_guidance_scale`` is recorded as the pipeline's ``default_image_guidance_scale``."""
     import torch
     from safetensors.torch import load_file, save_file
 
@@ -97,6 +103,12 @@ def pack_embedded(src: str | os.PathLike[str], dst: str | os.PathLike[str], info
         for f in (tmp / part).glob("*.safetensors"):
             tensors = {k: v.half() if v.dtype == torch.float32 else v for k, v in load_file(f).items()}
             save_file(tensors, f, metadata={"format": "pt"})
+    for cfg in [tmp / "model_index.json", *tmp.glob("*/*config.json")]:  # no build-machine paths shipped
+        data = json.loads(cfg.read_text())
+        data.pop("_name_or_path", None)
+        if cfg.name == "model_index.json" and image_guidance_scale is not None:
+            data["default_image_guidance_scale"] = float(image_guidance_scale)
+        cfg.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
     (tmp / "embedded.json").write_text(json.dumps(info or {}, indent=2) + "\n")
     if dst.exists():
         shutil.rmtree(dst)
@@ -109,8 +121,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("src", help="trained MeLFusionPipeline folder (melfusion train output, e.g. OUTPUT/final)")
     p.add_argument("dst", help="destination, e.g. src/melfusion/assets/default")
     p.add_argument("--version", default="trained", help="version tag written to embedded.json")
+    p.add_argument(
+        "--image-guidance",
+        type=float,
+        default=None,
+        help="default image guidance scale of the packed model (three CFG branches); default: none",
+    )
     args = p.parse_args(argv)
-    out = pack_embedded(args.src, args.dst, {"version": args.version, "source": str(args.src)})
+    out = pack_embedded(
+        args.src,
+        args.dst,
+        {"version": args.version, "source": str(args.src)},
+        image_guidance_scale=args.image_guidance,
+    )
     size = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
     print(f"packed {args.src} -> {out} ({size / 2**20:.1f} MiB)")
     return 0

@@ -55,6 +55,10 @@ class MeLFusionPipeline(DiffusionPipeline):
     Components: the music LDM (``text_encoder``/``tokenizer``, ``unet``, audio ``vae``, ``vocoder``,
     ``scheduler``), the frozen image LDM (``image_unet``, ``image_vae``, ``image_scheduler``,
     ``image_text_encoder``/``image_tokenizer`` for the null prompt) and ``synapse`` (the learned α).
+
+    ``default_image_guidance_scale`` (saved in ``model_index.json``): the image guidance scale used when a
+    call gives none. ``None`` (default, the paper's models) keeps the released code's two-branch CFG with the
+    image in both branches; a model trained for three-branch guidance (the embedded one) records its scale.
     """
 
     model_cpu_offload_seq = "text_encoder->image_text_encoder->image_vae->image_unet->unet->vae->vocoder"
@@ -73,6 +77,7 @@ class MeLFusionPipeline(DiffusionPipeline):
         image_text_encoder: torch.nn.Module,
         image_tokenizer: Any,
         synapse: VisualSynapse,
+        default_image_guidance_scale: float | None = None,
     ):
         super().__init__()
         self.register_modules(
@@ -89,6 +94,7 @@ class MeLFusionPipeline(DiffusionPipeline):
             image_tokenizer=image_tokenizer,
             synapse=synapse,
         )
+        self.register_to_config(default_image_guidance_scale=default_image_guidance_scale)
         self.vae_scale_factor = 2 ** (len(vae.config.block_out_channels) - 1)
         self.image_vae_scale_factor = 2 ** (len(image_vae.config.block_out_channels) - 1)
         self.guidance_cache = GuidanceCache(max_items=8)
@@ -274,7 +280,8 @@ class MeLFusionPipeline(DiffusionPipeline):
             guidance_scale: text CFG scale s_t (paper: 7).
             image_guidance_scale: if set, three CFG branches as in InstructPix2Pix:
                 ε = ε(∅, no image) + s_t·(ε(text, no image) − ε(∅, no image)) + s_i·(ε(text, image) − ε(text, no image)).
-                Default ``None``: the image is injected in both CFG branches (the released code's behaviour).
+                ``None``: the model's ``default_image_guidance_scale``; when that is ``None`` too, the image is
+                injected in both CFG branches (the released code's behaviour).
             image_inversion_steps: steps of the image branch (default: ``num_inference_steps``, one capture
                 per music step). Fewer steps cut the image cost proportionally; each music step then uses the
                 capture at the nearest timestep.
@@ -298,6 +305,8 @@ class MeLFusionPipeline(DiffusionPipeline):
             )
         if audio_length_in_s is None:
             audio_length_in_s = self.default_audio_length_in_s
+        if image_guidance_scale is None:
+            image_guidance_scale = self.config.get("default_image_guidance_scale")
         self.check_inputs(
             prompts,
             negatives,
