@@ -262,6 +262,7 @@ def main() -> int:
     for name, kw in (
         ("inv", dict(image=img, guidance_capture="inversion")),
         ("rev", dict(image=img, guidance_capture="reverse")),
+        ("half", dict(image=img, guidance_capture="inversion", image_inversion_steps=half)),
         ("other", dict(image=image(1), guidance_capture="inversion")),
         ("text", dict(image=img, use_image=False)),
     ):
@@ -275,6 +276,7 @@ def main() -> int:
     )
     print(
         f"music latent change: inversion vs reverse {rel(lat['inv'], lat['rev']):.4f}; "
+        f"image branch at half the steps vs all steps {rel(lat['half'], lat['inv']):.4f}; "
         f"other image vs this image {rel(lat['other'], lat['inv']):.4f}; "
         f"image vs text-only {rel(lat['inv'], lat['text']):.4f}  (α = 0.1, random weights)"
     )
