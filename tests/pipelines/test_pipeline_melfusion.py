@@ -244,3 +244,28 @@ def test_fixed_image_timestep_feeds_one_step_of_features(tiny_pipe):
     fixed = run(VisualSynapse.from_config(tiny_pipe.synapse.config, image_timestep=0))
     assert len(fixed) == STEPS and all(torch.equal(k, fixed[0]) for k in fixed)
     assert torch.equal(fixed[0], paper[-1])  # t = 0 → the least noisy captured step, the last one sampled
+
+
+def test_fixed_image_timestep_inverts_only_up_to_it(tiny_pipe):
+    """With a fixed image timestep the inversion stops once it is captured; the music is unchanged."""
+    from melfusion.models.synapse import VisualSynapse
+
+    steps = 10
+    fixed = VisualSynapse.from_config(tiny_pipe.synapse.config, image_timestep=300)
+    fixed.set_alphas(0.15)
+    tiny_pipe.register_modules(synapse=fixed)
+    fixed.install(tiny_pipe.unet)
+    kw = dict(num_inference_steps=steps, output_type="latent")
+    short = tiny_pipe.visual_guidance(make_image(), steps, "inversion", progress=False)
+    assert len(short.timesteps) < steps and max(short.timesteps) >= 300 > sorted(short.timesteps)[-2]
+    (key,) = tiny_pipe.guidance_cache._items  # the key the call below hits
+    out_short = tiny_pipe(make_image(), "calm", generator=_gen(), **kw).audios
+
+    fixed.register_to_config(image_timestep=None)  # no stop: the whole inversion
+    whole = tiny_pipe.visual_guidance(make_image(), steps, "inversion", progress=False)
+    fixed.register_to_config(image_timestep=300)
+    assert len(whole.timesteps) == steps
+    assert len(tiny_pipe.visual_guidance(make_image(), steps, "reverse", progress=False).timesteps) == steps
+    tiny_pipe.guidance_cache.put(key, whole)
+    out_whole = tiny_pipe(make_image(), "calm", generator=_gen(), **kw).audios
+    assert torch.equal(out_short, out_whole)

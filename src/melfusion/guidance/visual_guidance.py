@@ -125,6 +125,7 @@ def compute_visual_guidance(
     capture: str = "inversion",
     store_dtype: torch.dtype | None = None,
     progress: bool = True,
+    stop_at_timestep: int | None = None,
 ) -> VisualGuidance:
     """DDIM inversion of ``image_latent`` (1, C, h, w) with the null prompt, plus K/V capture.
 
@@ -132,7 +133,11 @@ def compute_visual_guidance(
     timesteps from z_T, capturing at each t (2N image UNet calls).
     capture="inversion": capture during the inversion pass itself (N calls). DDIM inversion evaluates
     ε_ψ(z_{t_prev}, ∅, t) to step z_{t_prev} → z_t; the capture of that call is used for timestep t, the same
-    approximation (ε(z_{t_prev}, t) ≈ ε(z_t, t)) inversion itself rests on."""
+    approximation (ε(z_{t_prev}, t) ≈ ε(z_t, t)) inversion itself rests on.
+
+    ``stop_at_timestep`` (capture="inversion" only): end the inversion at the first timestep >= it. For a
+    synapse that reads one fixed image timestep this captures the two steps around it, so the nearest capture
+    is the one the full pass would give, without the rest of the pass."""
     if capture not in (*CAPTURE_MODES, "none"):
         raise ValueError(f"capture must be one of {CAPTURE_MODES}, got {capture!r}")
     if image_latent.shape[0] != 1:
@@ -158,6 +163,8 @@ def compute_visual_guidance(
             z = inverse_scheduler.step(eps, t, z).prev_sample
             latents.append(z)
             bar.update()
+            if capture == "inversion" and stop_at_timestep is not None and int(t) >= stop_at_timestep:
+                break
         reconstruction = None
         if capture == "reverse":
             assert scheduler is not None
@@ -175,7 +182,11 @@ def compute_visual_guidance(
         kv=[captured[t] for t in timesteps],
         latents=latents,
         reconstruction=reconstruction,
-        meta={"capture": capture, "num_inference_steps": num_inference_steps},
+        meta={
+            "capture": capture,
+            "num_inference_steps": num_inference_steps,
+            "stop_at_timestep": stop_at_timestep if capture == "inversion" else None,
+        },
     )
 
 

@@ -207,9 +207,12 @@ class MeLFusionPipeline(DiffusionPipeline):
         """Image → :class:`VisualGuidance` for this schedule, from the LRU cache when possible."""
         device = self._execution_device
         pixels = preprocess_image(image, *self.image_resolution)
+        # A synapse that reads one fixed image timestep needs the inversion only up to it.
+        stop_at = self.synapse.config.get("image_timestep") if capture == "inversion" else None
         key = (
             tensor_sha256(pixels),
             schedule_key(self.scheduler.config, num_inference_steps, capture),
+            stop_at,
             id(self.image_unet),
             id(self.image_vae),
             str(device),
@@ -228,6 +231,7 @@ class MeLFusionPipeline(DiffusionPipeline):
             num_inference_steps=num_inference_steps,
             capture=capture,
             progress=progress,
+            stop_at_timestep=stop_at,
         )
         guidance.meta["image_sha256"] = key[0]
         self.guidance_cache.put(key, guidance)
