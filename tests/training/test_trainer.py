@@ -429,6 +429,51 @@ def test_synapse_image_timestep_option(manifest, tmp_path):
     assert torch.equal(fixed.image_features(px, torch.tensor([100]))[0][0], at100[0][0])
 
 
+def test_pretrained_folder_on_another_audio_vae(manifest, tmp_path):
+    """model.pretrained + model.audio_vae: θ and the synapse are kept, the VAE, the vocoder's band count and the
+    UNet's latent grid follow the new VAE; training and generation run on it and the export keeps it."""
+    from melfusion.models.tiny import build_vae
+    from melfusion.pipelines.melfusion import MeLFusionPipeline
+
+    first = MeLFusionTrainer(_config(manifest, tmp_path / "a", "train.max_steps=1"))
+    first.train()
+    folder = first.export()
+    old = MeLFusionPipeline.from_pretrained(folder)
+    wide = tmp_path / "vae-128"
+    build_vae(1, [8, 16, 16], 8, 1, 128).save_pretrained(wide)
+    trainer = MeLFusionTrainer(
+        _config(
+            manifest,
+            tmp_path / "b",
+            f"model.pretrained={folder}",
+            f"model.audio_vae={wide}",
+            "train.max_steps=1",
+        )
+    )
+    pipe = trainer.pipe
+    assert pipe.vocoder.config.n_mels == 128 and trainer.mel_config.n_mels == 128
+    assert tuple(pipe.unet.config.sample_size) == (old.unet.config.sample_size[0], 32)
+    assert pipe.default_audio_length_in_s == pytest.approx(old.default_audio_length_in_s)
+    assert torch.equal(pipe.unet.conv_in.weight, old.unet.conv_in.weight)
+    assert torch.equal(pipe.synapse.alphas(), old.synapse.alphas())
+    trainer.train()
+    loaded = MeLFusionPipeline.from_pretrained(trainer.export())
+    assert loaded.vae.config.sample_size == 128 and loaded.vocoder.config.n_mels == 128
+    image = trainer.train_set.records[0].images[0]
+    out = loaded(image, "a calm piano piece", num_inference_steps=2, progress=False)
+    assert out.audios.shape[-1] == round(old.default_audio_length_in_s * loaded.sample_rate)
+    narrow = tmp_path / "vae-4ch"
+    build_vae(1, [8, 16, 16], 4, 1, 128).save_pretrained(narrow)
+    with pytest.raises(MelfusionInputError, match="4 latent channels does not fit"):
+        MeLFusionTrainer(
+            _config(manifest, tmp_path / "c", f"model.pretrained={folder}", f"model.audio_vae={narrow}")
+        )
+    with pytest.raises(MelfusionInputError, match="no config.json"):
+        MeLFusionTrainer(
+            _config(manifest, tmp_path / "d", f"model.pretrained={folder}", f"model.audio_vae={tmp_path}")
+        )
+
+
 @pytest.mark.parametrize(
     "extra, message",
     [

@@ -11,6 +11,7 @@ Only θ (music UNet) and α (synapse) receive gradients.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import os
@@ -96,7 +97,10 @@ def build_pipeline(config: ModelConfig, seed: int) -> MeLFusionPipeline:
         from melfusion.models.embedded import load_pipeline_folder
 
         check_model_folder(config.pretrained)
-        return reinit_synapse(load_pipeline_folder(config.pretrained), config)
+        pipe = load_pipeline_folder(config.pretrained)
+        if config.audio_vae:
+            pipe = swap_audio_vae(pipe, config.audio_vae)
+        return reinit_synapse(pipe, config)
     from melfusion.models.tiny import build_tiny_components
 
     pipe = MeLFusionPipeline(
@@ -114,6 +118,51 @@ def build_pipeline(config: ModelConfig, seed: int) -> MeLFusionPipeline:
         )
     )
     return reinit_synapse(pipe, config)
+
+
+def swap_audio_vae(pipe: MeLFusionPipeline, folder: str | Path) -> MeLFusionPipeline:
+    """``model.pretrained`` + ``model.audio_vae``: the pretrained pipeline on another trained audio VAE (e.g.
+    more mel bands), to fine-tune θ onto its latents. The vocoder becomes a Griffin-Lim on the VAE's band count
+    (its ``sample_size``; the other STFT settings are kept) and the UNet's ``sample_size`` the new latent grid at
+    the same clip length. The latent channel count must match the UNet's."""
+    from diffusers import AutoencoderKL
+
+    from melfusion.models.vocoder import GriffinLimVocoder
+
+    if not (Path(folder) / "config.json").is_file():
+        raise MelfusionInputError(
+            f"model.audio_vae={folder}: no config.json there; pass a trained audio VAE folder (its final/)"
+        )
+    vae = AutoencoderKL.from_pretrained(folder, torch_dtype=pipe.unet.dtype).eval()
+    unet = pipe.unet
+    if vae.config.latent_channels != unet.config.in_channels or vae.config.in_channels != 1:
+        raise MelfusionInputError(
+            f"model.audio_vae={folder}: a {vae.config.in_channels}-channel mel VAE with "
+            f"{vae.config.latent_channels} latent channels does not fit this music UNet "
+            f"({unet.config.in_channels} latent channels); train the VAE with latent_channels="
+            f"{unet.config.in_channels}"
+        )
+    if not isinstance(vae.config.sample_size, int):
+        raise MelfusionInputError(
+            f"model.audio_vae={folder}: its config has no integer sample_size (the mel band count)"
+        )
+    mel = dataclasses.replace(mel_config_for(pipe), n_mels=int(vae.config.sample_size))
+    factor = 2 ** (len(vae.config.block_out_channels) - 1)
+    if mel.n_mels % factor:
+        raise MelfusionInputError(
+            f"model.audio_vae={folder}: {mel.n_mels} mel bands are not a multiple of {factor}"
+        )
+    size = unet.config.sample_size
+    latent_frames = (size if isinstance(size, int) else size[0]) * pipe.vae_scale_factor // factor
+    unet.register_to_config(sample_size=(latent_frames, mel.n_mels // factor))
+    old_vocoder = pipe.vocoder
+    extra = {}
+    if isinstance(old_vocoder, GriffinLimVocoder):
+        extra = {k: old_vocoder.config[k] for k in ("n_iter", "momentum", "nnls_iter")}
+    components = {**pipe.components, "vae": vae, "vocoder": GriffinLimVocoder(**mel.to_dict(), **extra)}
+    return MeLFusionPipeline(
+        **components, default_image_guidance_scale=pipe.config.get("default_image_guidance_scale")
+    )
 
 
 def reinit_synapse(pipe: MeLFusionPipeline, config: ModelConfig) -> MeLFusionPipeline:
