@@ -154,15 +154,13 @@ def make_generate(pipe: Any, args: argparse.Namespace) -> Callable[..., tuple[np
 def reconstructions(pipe: Any, audio: np.ndarray) -> dict[str, np.ndarray]:
     """Real audio through the model's audio stack: mel → vocoder, and mel → VAE (posterior mode) →
     decode → vocoder, as the pipeline decodes latents."""
-    from melfusion.audio.mel import LOG_CLAMP, fix_frames, mel_spectrogram
+    from melfusion.audio.mel import mel_spectrogram, pad_frames_to_multiple
     from melfusion.training.trainer import mel_config_for
 
     config = mel_config_for(pipe)
     device = pipe._execution_device
     mel = mel_spectrogram(torch.from_numpy(audio)[None], config)  # (1, F, n_mels)
-    multiple = pipe.vae_scale_factor
-    frames = math.ceil(mel.shape[1] / multiple) * multiple
-    mel = fix_frames(mel, frames, dim=1, value=math.log(LOG_CLAMP)).unsqueeze(1)  # (1, 1, F', n_mels)
+    mel = pad_frames_to_multiple(mel, pipe.vae_scale_factor).unsqueeze(1)  # (1, 1, F', n_mels)
     vae = pipe.vae
     mel = mel.to(device, vae.dtype)
     vocoded = pipe.mel_to_waveform(mel)[0, : len(audio)]

@@ -13,7 +13,6 @@ the accuracies side by side (one run). Each --vae DIR (a trained audio VAE folde
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 from pathlib import Path
 
@@ -22,7 +21,7 @@ import torch
 from diffusers import AutoencoderKL
 
 from melfusion.audio.io import load_audio
-from melfusion.audio.mel import LOG_CLAMP, MelConfig, fix_frames, mel_spectrogram
+from melfusion.audio.mel import MelConfig, mel_spectrogram, pad_frames_to_multiple
 from melfusion.evaluation.probes import estimate_mode, estimate_tempo, tempo_class
 from melfusion.models.vocoder import GriffinLimVocoder
 
@@ -38,8 +37,7 @@ def vae_roundtrip(
     Griffin-Lim → (T,) audio."""
     mel = mel_spectrogram(torch.from_numpy(audio)[None], cfg)  # (1, F, n_mels)
     multiple = 2 ** (len(vae.config.block_out_channels) - 1)
-    frames = math.ceil(mel.shape[1] / multiple) * multiple
-    mel = fix_frames(mel, frames, dim=1, value=math.log(LOG_CLAMP)).unsqueeze(1)  # (1, 1, F', n_mels)
+    mel = pad_frames_to_multiple(mel, multiple).unsqueeze(1)  # (1, 1, F', n_mels)
     decoded = vae.decode(vae.encode(mel).latent_dist.mode()).sample  # (1, 1, F', n_mels)
     return vocoder(decoded[:, 0])[0, : len(audio)].numpy()
 

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import math
+
 import librosa
 import numpy as np
 import pytest
 import torch
 
 from melfusion.audio import MelConfig, mel_basis, mel_spectrogram, pad_or_crop
-from melfusion.audio.mel import istft, stft
+from melfusion.audio.mel import LOG_CLAMP, istft, pad_frames_to_multiple, stft
 
 SR = 16000
 
@@ -97,3 +99,14 @@ def test_pad_or_crop_numpy_and_torch():
     assert crop.shape == (2, 5) and torch.equal(crop[1] - crop[0], torch.full((5,), 10.0))
     with pytest.raises(TypeError):
         pad_or_crop(t, 5, random_crop=True, generator=np.random.default_rng(0))
+
+
+def test_pad_frames_to_multiple_pads_with_the_log_floor_and_keeps_the_mel():
+    mel = torch.randn(2, 501, 64)
+    padded = pad_frames_to_multiple(mel, 4)
+    assert padded.shape == (2, 504, 64)
+    assert torch.equal(padded[:, :501], mel)
+    assert torch.allclose(padded[:, 501:], torch.full((2, 3, 64), math.log(LOG_CLAMP)))
+    assert pad_frames_to_multiple(mel[:, :500], 4).shape == (2, 500, 64)  # already a multiple: unchanged
+    with pytest.raises(ValueError, match="multiple"):
+        pad_frames_to_multiple(mel, 0)

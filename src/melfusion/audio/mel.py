@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -113,6 +114,15 @@ def fix_frames(x: torch.Tensor, num_frames: int, dim: int = -1, value: float = 0
     pad_shape = list(x.shape)
     pad_shape[dim] = num_frames - size
     return torch.cat([x, x.new_full(pad_shape, value)], dim=dim)
+
+
+def pad_frames_to_multiple(log_mel: torch.Tensor, multiple: int) -> torch.Tensor:
+    """Right-pad the frame axis of a log-mel with the log floor, log(LOG_CLAMP), up to a multiple of
+    `multiple` (an audio VAE's downsampling factor). (B, F, n_mels) -> (B, ceil(F / multiple) * multiple, n_mels)."""
+    if multiple < 1:
+        raise ValueError(f"multiple must be >= 1, got {multiple}")
+    frames = math.ceil(log_mel.shape[1] / multiple) * multiple
+    return fix_frames(log_mel, frames, dim=1, value=math.log(LOG_CLAMP))
 
 
 def stft(waveform: torch.Tensor, config: MelConfig) -> torch.Tensor:
