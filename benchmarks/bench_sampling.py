@@ -145,6 +145,57 @@ def timed(pipe, device, repeats, fresh_cache=True, **kw) -> tuple[float, float]:
     return best, peak
 
 
+VARIANTS = {  # name: (extra call kwargs, start from an empty guidance cache)
+    "text": (dict(use_image=False), True),
+    "inv": (dict(guidance_capture="inversion"), True),
+    "hot": (dict(guidance_capture="inversion"), False),  # right after "inv": its guidance is cached
+    "rev": (dict(guidance_capture="reverse"), True),
+    "half": (dict(), True),  # image_inversion_steps = steps // 2, filled in by main
+}
+
+
+@torch.no_grad()
+def print_breakdown(
+    pipe: MeLFusionPipeline, img: Image.Image, device: str, steps: int, seconds: float
+) -> None:
+    """Where the extra cost comes from, each part timed on its own (best of 3): the one-off image encode,
+    one image-UNet call at batch 1 (one inversion step) and one music-UNet call at the CFG batch of 2."""
+    from melfusion.guidance.preprocess import preprocess_image
+    from melfusion.guidance.visual_guidance import encode_image_latent
+
+    def best_of(fn, n: int = 3) -> float:
+        t = float("inf")
+        for _ in range(n):
+            sync(device)
+            t0 = time.perf_counter()
+            fn()
+            sync(device)
+            t = min(t, time.perf_counter() - t0)
+        return t
+
+    pixels = preprocess_image(img, *pipe.image_resolution).to(device, pipe.image_vae.dtype)
+    latent = encode_image_latent(pipe.image_vae, pixels)
+    null = pipe.null_image_prompt_embeds(device)
+    t_enc = best_of(lambda: encode_image_latent(pipe.image_vae, pixels))
+    t_img = best_of(lambda: pipe.image_unet(latent, 500, encoder_hidden_states=null))
+    frames, _ = pipe._num_frames(seconds)
+    cfg = pipe.unet.config
+    width = cfg.sample_size[1] if isinstance(cfg.sample_size, (list, tuple)) else cfg.sample_size
+    z = torch.randn(
+        2, cfg.in_channels, frames // pipe.vae_scale_factor, width, device=device, dtype=latent.dtype
+    )
+    text, _ = pipe.encode_prompt(["a calm folk song on acoustic guitar", ""], torch.device(device))
+    pipe.synapse.clear_visual_features()
+    t_mus = best_of(lambda: pipe.unet(z, 500, encoder_hidden_states=text))
+    print(
+        f"breakdown: image encode (once) {t_enc:.2f} s; image UNet call, batch 1 {t_img:.3f} s; music UNet "
+        f"call, CFG batch 2 {t_mus:.3f} s; image/music per step {t_img / t_mus:.3f}. Predicted ratio_1 at "
+        f"{steps} steps ≈ 1 + {t_img / t_mus:.3f} + {t_enc:.2f}/({steps}·{t_mus:.3f}) = "
+        f"{1 + t_img / t_mus + t_enc / (steps * t_mus):.3f}",
+        flush=True,
+    )
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--steps", type=int, default=10)
@@ -156,7 +207,17 @@ def main() -> int:
     ap.add_argument(
         "--threads", type=int, default=None, help="torch CPU threads (1 = steadier on a busy machine)"
     )
+    ap.add_argument(
+        "--variants",
+        nargs="+",
+        choices=list(VARIANTS),
+        default=list(VARIANTS),
+        help="which timings to run (text and inv are needed for the ratios); fewer = faster at many steps",
+    )
+    ap.add_argument("--no-fidelity", action="store_true", help="skip the capture-fidelity comparison")
     args = ap.parse_args()
+    if not {"text", "inv"} <= set(args.variants):
+        ap.error("--variants must include text and inv (the two sides of the ratios)")
     if args.threads:
         torch.set_num_threads(args.threads)
     dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[args.dtype]
@@ -180,14 +241,14 @@ def main() -> int:
     img = image(0)
     timed(pipe, args.device, 1, image=img, **common)  # warm-up
 
+    print_breakdown(pipe, img, args.device, args.steps, seconds)
+
     rows = []
     half = max(1, args.steps // 2)
-    variants = {  # name: (extra call kwargs, start from an empty guidance cache)
-        "text": (dict(use_image=False), True),
-        "inv": (dict(guidance_capture="inversion"), True),
-        "hot": (dict(guidance_capture="inversion"), False),  # right after "inv": its guidance is cached
-        "rev": (dict(guidance_capture="reverse"), True),
-        "half": (dict(image_inversion_steps=half), True),
+    variants = {
+        name: (dict(image_inversion_steps=half) if name == "half" else extra, fresh)
+        for name, (extra, fresh) in VARIANTS.items()
+        if name in args.variants
     }
     for n in (1, 4):
         # Interleave the variants within each repeat and keep each one's best time: slow drifts of a noisy
@@ -206,13 +267,16 @@ def main() -> int:
                     **common,
                 )
                 best[name] = (min(best[name][0], t), m)
-        (t_text, m_text), (t_inv, m_inv), (t_rev, m_rev) = best["text"], best["inv"], best["rev"]
-        t_hot, t_half = best["hot"][0], best["half"][0]
-        print(
-            f"[{n} sample(s)] image branch at half the steps (--image-steps {half}): "
-            f"{t_half:.2f} s ({t_half / t_text:.3f})",
-            flush=True,
-        )
+        nan = (float("nan"), float("nan"))
+        (t_text, m_text), (t_inv, m_inv) = best["text"], best["inv"]
+        t_rev, m_rev = best.get("rev", nan)
+        t_hot, t_half = best.get("hot", nan)[0], best.get("half", nan)[0]
+        if "half" in best:
+            print(
+                f"[{n} sample(s)] image branch at half the steps (--image-steps {half}): "
+                f"{t_half:.2f} s ({t_half / t_text:.3f})",
+                flush=True,
+            )
         rows.append((n, t_text, t_inv, t_rev, t_hot, m_text, m_inv, m_rev))
         print(
             f"[{n} sample(s)] text-only {t_text:.2f} s, melfusion {t_inv:.2f} s ({t_inv / t_text:.3f}), "
@@ -234,7 +298,6 @@ def main() -> int:
     )
 
     g_inv = pipe.visual_guidance(img, args.steps, "inversion", progress=False)
-    g_rev = pipe.visual_guidance(img, args.steps, "reverse", progress=False)
     kv_bytes = g_inv.nbytes() - sum(z.numel() * z.element_size() for z in g_inv.latents)
     print(
         f"\ncached guidance per image: {g_inv.nbytes() / 2**20:.1f} MiB "
@@ -249,7 +312,10 @@ def main() -> int:
             )
         )
     print(f"process peak RSS: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**10:.0f} MiB")
+    if args.no_fidelity:
+        return 0
 
+    g_rev = pipe.visual_guidance(img, args.steps, "reverse", progress=False)
     # Fidelity of capture during inversion vs the separate reverse pass.
     cos = []
     for s_inv, s_rev in zip(g_inv.kv, g_rev.kv):
