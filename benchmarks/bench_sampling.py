@@ -145,13 +145,18 @@ def timed(pipe, device, repeats, fresh_cache=True, **kw) -> tuple[float, float]:
     return best, peak
 
 
-VARIANTS = {  # name: (extra call kwargs, start from an empty guidance cache)
-    "text": (dict(use_image=False), True),
-    "inv": (dict(guidance_capture="inversion"), True),
-    "hot": (dict(guidance_capture="inversion"), False),  # right after "inv": its guidance is cached
-    "rev": (dict(guidance_capture="reverse"), True),
-    "half": (dict(), True),  # image_inversion_steps = steps // 2, filled in by main
-}
+def variants_for(half: int) -> dict[str, tuple[dict, bool]]:
+    """name: (extra call kwargs, start from an empty guidance cache); ``half`` = the half-step image branch."""
+    return {
+        "text": (dict(use_image=False), True),
+        "inv": (dict(guidance_capture="inversion"), True),
+        "hot": (dict(guidance_capture="inversion"), False),  # right after "inv": its guidance is cached
+        "rev": (dict(guidance_capture="reverse"), True),
+        "half": (dict(image_inversion_steps=half), True),
+    }
+
+
+VARIANTS = tuple(variants_for(1))
 
 
 @torch.no_grad()
@@ -245,11 +250,7 @@ def main() -> int:
 
     rows = []
     half = max(1, args.steps // 2)
-    variants = {
-        name: (dict(image_inversion_steps=half) if name == "half" else extra, fresh)
-        for name, (extra, fresh) in VARIANTS.items()
-        if name in args.variants
-    }
+    variants = {name: v for name, v in variants_for(half).items() if name in args.variants}
     for n in (1, 4):
         # Interleave the variants within each repeat and keep each one's best time: slow drifts of a noisy
         # machine then hit all variants alike.
