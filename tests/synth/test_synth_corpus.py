@@ -127,3 +127,29 @@ def test_tonic_in_text_changes_only_the_texts_and_older_folders_still_resume(tmp
     assert generate_corpus(plain.out_dir, 3, SMALL, progress=False).skipped == 3
     with pytest.raises(MelfusionInputError, match="tonic_in_text: False there, True now"):
         generate_corpus(plain.out_dir, 3, dataclasses.replace(SMALL, tonic_in_text=True), progress=False)
+
+
+def test_tonics_fix_the_key_keep_every_other_attribute_and_resume(tmp_path, capsys):
+    import dataclasses
+
+    one = dataclasses.replace(SMALL, tonics=("C",))
+    plain = generate_corpus(tmp_path / "plain", 4, SMALL, progress=False)
+    fixed = generate_corpus(tmp_path / "fixed", 4, one, progress=False)
+    a, b = read_manifest(plain.out_dir / "all.jsonl"), read_manifest(fixed.out_dir / "all.jsonl")
+    for ra, rb in zip(a, b, strict=True):
+        assert rb.extra["key"] == "C"
+        for attr in ("genre", "instrument", "bpm", "mode", "energy", "split"):
+            assert rb.extra[attr] == ra.extra[attr], attr
+        assert rb.text == ra.text
+    assert {r.extra["key"] for r in a} != {"C"}  # the default draws other keys for these items
+    # the config round-trips through JSON (a list there, a tuple here): the same options resume
+    assert generate_corpus(fixed.out_dir, 4, one, progress=False).skipped == 4
+    with pytest.raises(MelfusionInputError, match="tonics"):
+        generate_corpus(fixed.out_dir, 4, SMALL, progress=False)
+    with pytest.raises(MelfusionInputError, match="--tonics takes comma-separated pitch classes"):
+        generate_corpus(tmp_path / "bad", 1, dataclasses.replace(SMALL, tonics=("H",)), progress=False)
+    args = ["data", "synth", "--n", "1", "--renderer", "numpy", "--seconds", "1", "--out"]
+    assert main([*args, str(tmp_path / "cli"), "--tonics", "C, G"]) == 0
+    assert read_manifest(tmp_path / "cli" / "all.jsonl")[0].extra["key"] in ("C", "G")
+    assert main([*args, str(tmp_path / "cli2"), "--tonics", "Cb"]) == 2
+    assert "--tonics takes" in capsys.readouterr().err

@@ -105,6 +105,11 @@ def register(subparsers: Any) -> None:
         action="store_true",
         help="descriptions also name the key's tonic (never the mode, which the image tells)",
     )
+    y.add_argument(
+        "--tonics",
+        metavar="PCS",
+        help="keys only on these comma-separated tonics, e.g. C or C,G (default: all 12 pitch classes)",
+    )
     y.add_argument("--workers", type=int, default=1, help="processes rendering in parallel (default 1)")
     y.add_argument("--no-progress", action="store_true", help="no progress bar")
     y.set_defaults(func=run_synth)
@@ -192,6 +197,7 @@ def run_synth(args: argparse.Namespace) -> int:
         soundfont=soundfont,
         audio_format=args.audio_format,
         tonic_in_text=args.tonic_in_text,
+        tonics=tuple(t.strip() for t in args.tonics.split(",")) if args.tonics is not None else None,
     )
     result = generate_corpus(args.out, args.n, config, workers=args.workers, progress=not args.no_progress)
     counts = ", ".join(f"{k} {v}" for k, v in result.split_counts.items())

@@ -181,8 +181,10 @@ def tempo_class(bpm: float) -> str:
     return "slow" if bpm < TEMPO_CLASS_BOUNDARY_BPM else "fast"
 
 
-def sample_attributes(rng: np.random.Generator) -> Attributes:
-    """Each attribute independently and uniformly (bpm uniform within its class's range)."""
+def sample_attributes(rng: np.random.Generator, tonics: tuple[str, ...] | None = None) -> Attributes:
+    """Each attribute independently and uniformly (bpm uniform within its class's range). `tonics`
+    restricts the key to those pitch classes (drawn last, so every other attribute is the same as without
+    it)."""
     genre = GENRES[rng.integers(len(GENRES))]
     instrument = INSTRUMENT_NAMES[rng.integers(len(INSTRUMENT_NAMES))]
     mode = MODES[rng.integers(len(MODES))]
@@ -191,6 +193,10 @@ def sample_attributes(rng: np.random.Generator) -> Attributes:
     bpm = int(rng.integers(lo, hi + 1))
     key = PITCH_CLASSES[rng.integers(12)]
     energy = ENERGIES[rng.integers(len(ENERGIES))]
+    if tonics is not None:
+        if not tonics or any(t not in PITCH_CLASSES for t in tonics):
+            raise ValueError(f"tonics must be a non-empty subset of {PITCH_CLASSES}, got {tonics!r}")
+        key = tonics[rng.integers(len(tonics))]
     return Attributes(genre=genre, instrument=instrument, bpm=bpm, key=key, mode=mode, energy=energy)
 
 

@@ -34,6 +34,7 @@ from PIL import Image
 
 from melfusion.data.manifest import TripletRecord, write_manifest
 from melfusion.data.synth.attributes import (
+    PITCH_CLASSES,
     SPLITS,
     Attributes,
     held_out_combinations,
@@ -73,6 +74,9 @@ class SynthConfig:
     test_pair_fraction: float = 0.5
     val_pair_fraction: float = 0.25
     tonic_in_text: bool = False  # descriptions also name the key's tonic (never the mode); see text.describe
+    # Keys drawn only from these tonics (None: all 12). One tonic makes the mode a fixed pitch set (e.g. E vs
+    # E♭ over C) instead of a relation to a random tonic; the embedded recipe uses ("C",), see README.
+    tonics: tuple[str, ...] | None = None
 
     def validate(self) -> None:
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
@@ -95,9 +99,19 @@ class SynthConfig:
             )
         if not (0 <= self.test_pair_fraction <= 1 and 0 <= self.val_pair_fraction <= 1):
             raise MelfusionInputError("split pair fractions must be in [0, 1]")
+        if self.tonics is not None:
+            bad = [t for t in self.tonics if t not in PITCH_CLASSES]
+            if not self.tonics or bad:
+                raise MelfusionInputError(
+                    f"--tonics takes comma-separated pitch classes from {', '.join(PITCH_CLASSES)}; "
+                    f"got {','.join(self.tonics) or 'nothing'}"
+                )
 
     def to_json(self) -> dict[str, Any]:
-        return {"generator_version": GENERATOR_VERSION, **dataclasses.asdict(self)}
+        fields = dataclasses.asdict(self)
+        if fields["tonics"] is not None:
+            fields["tonics"] = list(fields["tonics"])  # as JSON reads it back (resume compares the two)
+        return {"generator_version": GENERATOR_VERSION, **fields}
 
 
 def resolve_renderer(renderer: str, soundfont: str | None = None) -> tuple[str, str | None]:
@@ -147,7 +161,7 @@ def make_item(config: SynthConfig, index: int, held_out: dict | None = None) -> 
         held_out = held_out_combinations(
             config.split_seed, config.test_pair_fraction, config.val_pair_fraction
         )
-    attributes = sample_attributes(item_rng(config.seed, index, "attributes"))
+    attributes = sample_attributes(item_rng(config.seed, index, "attributes"), config.tonics)
     text = describe(attributes, item_rng(config.seed, index, "text"), tonic=config.tonic_in_text)
     return SynthItem(index, item_id(index), attributes, text, split_of(attributes, held_out))
 
