@@ -29,16 +29,22 @@ def test_reproduction_command_runs_every_stage_and_resumes(tmp_path):
         "synapse",
         "synapse-fixed-t",
         "synapse-projection",
+        "audio-vae-128",
+        "music-128",
     )
     for stage in stages:
         assert (tmp_path / "runs" / "embedded" / stage / "final").is_dir(), stage
         assert list((tmp_path / "runs" / "embedded" / stage / "checkpoints").glob("step-*")), stage
+    from melfusion.data.manifest import read_manifest
     from melfusion.models.embedded import load_packed_pipeline
 
     pipe = load_packed_pipeline(tmp_path / "packed")
     assert pipe.unet.config.in_channels == pipe.vae.config.latent_channels
     assert pipe.synapse.config.image_timestep == 200 and pipe.synapse.config.image_projection
     assert pipe.config.default_image_guidance_scale == 14.0
+    assert pipe.vae.config.sample_size == 128 and pipe.vocoder.config.n_mels == 128  # the 128-band stage
+    keys = {r.extra["key"] for r in read_manifest(tmp_path / "runs" / "corpus-c" / "all.jsonl")}
+    assert keys == {"C"}, keys  # stage 5's corpus: every key on C
     again = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
     assert again.returncode == 0, again.stderr[-3000:]
     assert again.stdout.count(": done (") == len(stages)  # finished stages are skipped on a rerun
