@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Reproduces the embedded default model (src/melfusion/assets/default) from scratch, offline:
 #   synthetic corpus -> audio VAE, image VAE -> image LDM -> music LDM + synapse -> synapse fine-tuning
+#   -> one-tonic corpus -> 128-band audio VAE -> fine-tuning onto it
 #   -> packed float16 folder.
 # Every stage checkpoints and resumes: rerun the same command after an interruption. A finished stage
-# (its final/ folder exists) is skipped. About 3.7 hours on a 2-core CPU (see README, "Embedded model").
+# (its final/ folder exists) is skipped. About 5.3 hours on a 2-core CPU (see README, "Embedded model").
 #   bash scripts/train_embedded.sh                 # everything, into runs/
 #   RUNS=/tmp/r N_ITEMS=64 QUICK=1 bash scripts/train_embedded.sh   # a few steps of each stage (smoke test)
 set -euo pipefail
