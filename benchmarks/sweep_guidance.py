@@ -1,0 +1,149 @@
+"""Guidance sweep: adherence of the text+image (and image-only) condition over a grid of CFG scales.
+
+`bench_adherence.py` measures one setting in full (three conditions, ceilings, image swap). This script
+picks the setting: for every (text guidance, image guidance) pair it generates the text+image clip of the
+same balanced test items with the same seeds, and probes tempo class, mode and family. Image only (empty
+prompt) does not depend on the text scale, so it is run once per image scale (skip with
+--no-image-only). Image inversions are cached across settings, so only the denoising loop is repeated.
+
+    .venv/bin/python benchmarks/sweep_guidance.py --n 48 --guidance 7 5 3 --image-guidance 14 20 --threads 2
+    .venv/bin/python benchmarks/sweep_guidance.py --n 2 --steps 2 --guidance 7 --image-guidance 14   # smoke
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from melfusion.commands.generate import load_pipeline, resolve_device
+from melfusion.utils.files import atomic_write_json
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_adherence import (  # noqa: E402
+    ATTRIBUTES,
+    ROOT,
+    finite_json,
+    load_classifier,
+    probe,
+    read_rows,
+    select_items,
+)
+
+
+def positive(value: str) -> float:
+    x = float(value)
+    if not np.isfinite(x) or x < 0:
+        raise argparse.ArgumentTypeError(f"a guidance scale must be a finite number >= 0, got {value!r}")
+    return x
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model", default=None, help="pipeline folder (default: the embedded model)")
+    p.add_argument("--corpus", type=Path, default=ROOT / "runs" / "corpus", help="synthetic corpus folder")
+    p.add_argument("--n", type=int, default=48, help="test items (balanced over mode × tempo class)")
+    p.add_argument("--steps", type=int, default=None, help="denoising steps (default: the pipeline's)")
+    p.add_argument("--guidance", type=positive, nargs="+", required=True, help="text CFG scales")
+    p.add_argument("--image-guidance", type=positive, nargs="+", required=True, help="image CFG scales")
+    p.add_argument("--no-image-only", action="store_true", help="skip the image-only condition")
+    p.add_argument("--seed", type=int, default=0, help="item i uses seed + i in every setting")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N, mps or auto (default)")
+    p.add_argument("--out", type=Path, default=ROOT / "runs" / "sweep_guidance.json", help="JSON output")
+    p.add_argument(
+        "--classifier",
+        type=Path,
+        default=ROOT / "runs" / "family_classifier.safetensors",
+        help="family classifier cache (trained on the corpus' train split when missing)",
+    )
+    p.add_argument("--classifier-items", type=int, default=1500, help="train clips for a new classifier")
+    args = p.parse_args(argv)
+    if args.n < 1:
+        p.error("--n must be >= 1")
+    if args.threads is not None and args.threads < 1:
+        p.error("--threads must be >= 1")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    items = select_items(read_rows(args.corpus / "test.jsonl"), args.n)
+    classifier = load_classifier(args)
+    device = resolve_device(args.device)
+    pipe, model_name = load_pipeline(args.model, device)
+    pipe.set_progress_bar_config(disable=True)
+    if args.steps is None:
+        args.steps = int(inspect.signature(type(pipe).__call__).parameters["num_inference_steps"].default)
+    sr = pipe.sample_rate
+
+    # (condition, text scale or None, image scale): image only ignores the text scale
+    settings: list[tuple[str, float | None, float]] = [
+        ("text+image", g, gi) for gi in args.image_guidance for g in args.guidance
+    ]
+    if not args.no_image_only:
+        settings += [("image only", None, gi) for gi in args.image_guidance]
+    print(
+        f"model: {model_name}\n{len(items)} test items × {len(settings)} settings, {args.steps} steps, {device}"
+    )
+
+    results: list[dict[str, Any]] = []
+    for condition, g, gi in settings:
+        hits: dict[str, list[bool]] = {a: [] for a in ATTRIBUTES}
+        bpms: list[float] = []
+        label = f"{condition} g={g if g is not None else '-'} gi={gi:g}"
+        for i, row in enumerate(tqdm(items, desc=label)):
+            generator = torch.Generator(device="cpu").manual_seed(args.seed + i)
+            out = pipe(
+                image=str(args.corpus / row["image"]),
+                prompt=row["text"],
+                num_inference_steps=args.steps,
+                guidance_scale=g if g is not None else 1.0,
+                image_guidance_scale=gi,
+                generator=generator,
+                use_text=condition != "image only",
+                progress=False,
+                seed=args.seed + i,
+            )
+            p = probe(np.asarray(out.audios[0], dtype=np.float32), sr, classifier)
+            for a in ATTRIBUTES:
+                hits[a].append(p[a] == row[a])
+            bpms.append(abs(p["bpm"] - row["bpm"]))
+        acc = {a: float(np.mean(h)) for a, h in hits.items()}
+        results.append(
+            {"condition": condition, "guidance_scale": g, "image_guidance_scale": gi}
+            | {"accuracy": acc, "mean_abs_bpm_error": float(np.mean(bpms))}
+        )
+        print(f"{label}: " + ", ".join(f"{a} {v:.1%}" for a, v in acc.items()), flush=True)
+
+    lines = [
+        "| condition | text guidance | image guidance | tempo class | mode | family | mean abs bpm error |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        a = r["accuracy"]
+        g = "-" if r["guidance_scale"] is None else f"{r['guidance_scale']:g}"
+        lines.append(
+            f"| {r['condition']} | {g} | {r['image_guidance_scale']:g} | {a['tempo_class']:.1%} | "
+            f"{a['mode']:.1%} | {a['family']:.1%} | {r['mean_abs_bpm_error']:.1f} |"
+        )
+    text = "\n".join(lines)
+    print(text)
+    config = {"corpus": str(args.corpus), "n": len(items), "steps": args.steps, "seed": args.seed}
+    atomic_write_json(
+        args.out, finite_json({"model": model_name, "config": config, "results": results, "markdown": text})
+    )
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
