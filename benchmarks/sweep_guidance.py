@@ -4,7 +4,7 @@
 picks the setting: for every (text guidance, image guidance) pair it generates the text+image clip of the
 same balanced test items with the same seeds, and probes tempo class, mode and family. Image only (empty
 prompt) does not depend on the text scale, so it is run once per image scale (skip with
---no-image-only). Image inversions are cached across settings, so only the denoising loop is repeated.
+--no-image-only); text only (no image, two-branch CFG) once per text scale with --text-only. Image inversions are cached across settings, so only the denoising loop is repeated.
 
     .venv/bin/python benchmarks/sweep_guidance.py --n 48 --guidance 7 5 3 --image-guidance 14 20 --threads 2
     .venv/bin/python benchmarks/sweep_guidance.py --n 2 --steps 2 --guidance 7 --image-guidance 14   # smoke
@@ -53,6 +53,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--guidance", type=positive, nargs="+", required=True, help="text CFG scales")
     p.add_argument("--image-guidance", type=positive, nargs="+", required=True, help="image CFG scales")
     p.add_argument("--no-image-only", action="store_true", help="skip the image-only condition")
+    p.add_argument("--text-only", action="store_true", help="also run text only, once per text scale")
     p.add_argument("--seed", type=int, default=0, help="item i uses seed + i in every setting")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N, mps or auto (default)")
@@ -85,12 +86,15 @@ def main(argv: list[str] | None = None) -> int:
         args.steps = int(inspect.signature(type(pipe).__call__).parameters["num_inference_steps"].default)
     sr = pipe.sample_rate
 
-    # (condition, text scale or None, image scale): image only ignores the text scale
-    settings: list[tuple[str, float | None, float]] = [
+    # (condition, text scale or None, image scale or None): image only ignores the text scale, text only
+    # the image scale
+    settings: list[tuple[str, float | None, float | None]] = [
         ("text+image", g, gi) for gi in args.image_guidance for g in args.guidance
     ]
     if not args.no_image_only:
         settings += [("image only", None, gi) for gi in args.image_guidance]
+    if args.text_only:
+        settings += [("text only", g, None) for g in args.guidance]
     print(
         f"model: {model_name}\n{len(items)} test items × {len(settings)} settings, {args.steps} steps, {device}"
     )
@@ -99,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     for condition, g, gi in settings:
         hits: dict[str, list[bool]] = {a: [] for a in ATTRIBUTES}
         bpms: list[float] = []
-        label = f"{condition} g={g if g is not None else '-'} gi={gi:g}"
+        label = f"{condition} g={g if g is not None else '-'} gi={f'{gi:g}' if gi is not None else '-'}"
         for i, row in enumerate(tqdm(items, desc=label)):
             generator = torch.Generator(device="cpu").manual_seed(args.seed + i)
             out = pipe(
@@ -110,6 +114,7 @@ def main(argv: list[str] | None = None) -> int:
                 image_guidance_scale=gi,
                 generator=generator,
                 use_text=condition != "image only",
+                use_image=condition != "text only",
                 progress=False,
                 seed=args.seed + i,
             )
@@ -131,8 +136,9 @@ def main(argv: list[str] | None = None) -> int:
     for r in results:
         a = r["accuracy"]
         g = "-" if r["guidance_scale"] is None else f"{r['guidance_scale']:g}"
+        gi = "-" if r["image_guidance_scale"] is None else f"{r['image_guidance_scale']:g}"
         lines.append(
-            f"| {r['condition']} | {g} | {r['image_guidance_scale']:g} | {a['tempo_class']:.1%} | "
+            f"| {r['condition']} | {g} | {gi} | {a['tempo_class']:.1%} | "
             f"{a['mode']:.1%} | {a['family']:.1%} | {r['mean_abs_bpm_error']:.1f} |"
         )
     text = "\n".join(lines)
