@@ -293,12 +293,36 @@ def finite_json(obj: Any) -> Any:
 
 
 # -------------------------------------------------------------------------------------------- main
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def add_run_args(p: argparse.ArgumentParser, n: int, out: str) -> None:
+    """Model, corpus, items, seed, device and classifier options (shared with sweep_guidance.py)."""
     p.add_argument("--model", default=None, help="pipeline folder (default: the embedded model)")
     p.add_argument("--corpus", type=Path, default=ROOT / "runs" / "corpus", help="synthetic corpus folder")
-    p.add_argument("--n", type=int, default=96, help="test items (balanced over mode × tempo class)")
+    p.add_argument("--n", type=int, default=n, help="test items (balanced over mode × tempo class)")
     p.add_argument("--steps", type=int, default=None, help="denoising steps (default: the pipeline's)")
+    p.add_argument("--seed", type=int, default=0, help="item i uses seed + i in every condition")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N, mps or auto (default)")
+    p.add_argument("--out", type=Path, default=ROOT / "runs" / out, help="JSON output")
+    p.add_argument(
+        "--classifier",
+        type=Path,
+        default=ROOT / "runs" / "family_classifier.safetensors",
+        help="family classifier cache (trained on the corpus' train split when missing)",
+    )
+    p.add_argument("--classifier-items", type=int, default=1500, help="train clips for a new classifier")
+
+
+def check_run_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.Namespace:
+    if args.n < 1:
+        p.error("--n must be >= 1")
+    if args.threads is not None and args.threads < 1:
+        p.error("--threads must be >= 1")
+    return args
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_run_args(p, n=96, out="bench_adherence.json")
     p.add_argument("--guidance", type=float, default=None, help="text CFG scale (default: the pipeline's)")
     p.add_argument(
         "--image-guidance",
@@ -312,23 +336,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=None,
         help="image inversion steps (default: the pipeline's, = --steps)",
     )
-    p.add_argument("--seed", type=int, default=0, help="item i uses seed + i in every condition")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
-    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N, mps or auto (default)")
-    p.add_argument("--out", type=Path, default=ROOT / "runs" / "bench_adherence.json", help="JSON output")
-    p.add_argument(
-        "--classifier",
-        type=Path,
-        default=ROOT / "runs" / "family_classifier.safetensors",
-        help="family classifier cache (trained on the corpus' train split when missing)",
-    )
-    p.add_argument("--classifier-items", type=int, default=1500, help="train clips for a new classifier")
-    args = p.parse_args(argv)
-    if args.n < 1:
-        p.error("--n must be >= 1")
-    if args.threads is not None and args.threads < 1:
-        p.error("--threads must be >= 1")
-    return args
+    return check_run_args(p, p.parse_args(argv))
 
 
 def load_classifier(args: argparse.Namespace) -> LogisticFamilyClassifier:

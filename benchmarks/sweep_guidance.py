@@ -28,7 +28,8 @@ from melfusion.utils.files import atomic_write_json
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_adherence import (  # noqa: E402
     ATTRIBUTES,
-    ROOT,
+    add_run_args,
+    check_run_args,
     finite_json,
     load_classifier,
     probe,
@@ -46,31 +47,12 @@ def positive(value: str) -> float:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--model", default=None, help="pipeline folder (default: the embedded model)")
-    p.add_argument("--corpus", type=Path, default=ROOT / "runs" / "corpus", help="synthetic corpus folder")
-    p.add_argument("--n", type=int, default=48, help="test items (balanced over mode × tempo class)")
-    p.add_argument("--steps", type=int, default=None, help="denoising steps (default: the pipeline's)")
+    add_run_args(p, n=48, out="sweep_guidance.json")
     p.add_argument("--guidance", type=positive, nargs="+", required=True, help="text CFG scales")
     p.add_argument("--image-guidance", type=positive, nargs="+", required=True, help="image CFG scales")
     p.add_argument("--no-image-only", action="store_true", help="skip the image-only condition")
     p.add_argument("--text-only", action="store_true", help="also run text only, once per text scale")
-    p.add_argument("--seed", type=int, default=0, help="item i uses seed + i in every setting")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
-    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N, mps or auto (default)")
-    p.add_argument("--out", type=Path, default=ROOT / "runs" / "sweep_guidance.json", help="JSON output")
-    p.add_argument(
-        "--classifier",
-        type=Path,
-        default=ROOT / "runs" / "family_classifier.safetensors",
-        help="family classifier cache (trained on the corpus' train split when missing)",
-    )
-    p.add_argument("--classifier-items", type=int, default=1500, help="train clips for a new classifier")
-    args = p.parse_args(argv)
-    if args.n < 1:
-        p.error("--n must be >= 1")
-    if args.threads is not None and args.threads < 1:
-        p.error("--threads must be >= 1")
-    return args
+    return check_run_args(p, p.parse_args(argv))
 
 
 def main(argv: list[str] | None = None) -> int:
