@@ -4,7 +4,8 @@
 picks the setting: for every (text guidance, image guidance) pair it generates the text+image clip of the
 same balanced test items with the same seeds, and probes tempo class, mode and family. Image only (empty
 prompt) does not depend on the text scale, so it is run once per image scale (skip with
---no-image-only); text only (no image, two-branch CFG) once per text scale with --text-only. Image inversions are cached across settings, so only the denoising loop is repeated.
+--no-image-only); text only (no image, two-branch CFG) once per text scale with --text-only. Image
+inversions are cached across settings, so only the denoising loop is repeated.
 
     .venv/bin/python benchmarks/sweep_guidance.py --n 48 --guidance 7 5 3 --image-guidance 14 20 --threads 2
     .venv/bin/python benchmarks/sweep_guidance.py --n 2 --steps 2 --guidance 7 --image-guidance 14   # smoke
@@ -36,6 +37,10 @@ from bench_adherence import (  # noqa: E402
     read_rows,
     select_items,
 )
+
+
+def scale_text(x: float | None) -> str:
+    return "-" if x is None else f"{x:g}"
 
 
 def positive(value: str) -> float:
@@ -85,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     for condition, g, gi in settings:
         hits: dict[str, list[bool]] = {a: [] for a in ATTRIBUTES}
         bpms: list[float] = []
-        label = f"{condition} g={g if g is not None else '-'} gi={f'{gi:g}' if gi is not None else '-'}"
+        label = f"{condition} g={scale_text(g)} gi={scale_text(gi)}"
         for i, row in enumerate(tqdm(items, desc=label)):
             generator = torch.Generator(device="cpu").manual_seed(args.seed + i)
             out = pipe(
@@ -117,11 +122,9 @@ def main(argv: list[str] | None = None) -> int:
     ]
     for r in results:
         a = r["accuracy"]
-        g = "-" if r["guidance_scale"] is None else f"{r['guidance_scale']:g}"
-        gi = "-" if r["image_guidance_scale"] is None else f"{r['image_guidance_scale']:g}"
         lines.append(
-            f"| {r['condition']} | {g} | {gi} | {a['tempo_class']:.1%} | "
-            f"{a['mode']:.1%} | {a['family']:.1%} | {r['mean_abs_bpm_error']:.1f} |"
+            f"| {r['condition']} | {scale_text(r['guidance_scale'])} | {scale_text(r['image_guidance_scale'])} | "
+            f"{a['tempo_class']:.1%} | {a['mode']:.1%} | {a['family']:.1%} | {r['mean_abs_bpm_error']:.1f} |"
         )
     text = "\n".join(lines)
     print(text)
