@@ -182,7 +182,7 @@ def accuracy(items: list[dict[str, Any]], condition: str) -> dict[str, float]:
     return acc
 
 
-def text_predictable(items: list[dict[str, Any]], key: str = "instrument") -> dict[str, float]:
+def text_predictable(items: list[dict[str, Any]]) -> dict[str, float]:
     """Accuracy of guessing mode / tempo class from the instrument the text names: the majority label per
     instrument among the selected items (in-sample, so an upper bound). The test split holds out whole
     (genre, instrument, mode, tempo class) combinations, so within it the instrument can predict the mood
@@ -192,7 +192,7 @@ def text_predictable(items: list[dict[str, Any]], key: str = "instrument") -> di
     for attr in ("tempo_class", "mode"):
         counts: dict[str, dict[str, int]] = {}
         for r in items:
-            c = counts.setdefault(r["labels"][key], {})
+            c = counts.setdefault(r["labels"]["instrument"], {})
             c[r["labels"][attr]] = c.get(r["labels"][attr], 0) + 1
         out[attr] = sum(max(c.values()) for c in counts.values()) / max(len(items), 1)
     return out

@@ -33,6 +33,7 @@ from bench_adherence import (  # noqa: E402
     check_run_args,
     finite_json,
     load_classifier,
+    make_generate,
     probe,
     read_rows,
     select_items,
@@ -91,21 +92,21 @@ def main(argv: list[str] | None = None) -> int:
         hits: dict[str, list[bool]] = {a: [] for a in ATTRIBUTES}
         bpms: list[float] = []
         label = f"{condition} g={scale_text(g)} gi={scale_text(gi)}"
+        generate = make_generate(
+            pipe,
+            argparse.Namespace(
+                steps=args.steps, guidance=1.0 if g is None else g, image_guidance=gi, image_steps=None
+            ),
+        )
         for i, row in enumerate(tqdm(items, desc=label)):
-            generator = torch.Generator(device="cpu").manual_seed(args.seed + i)
-            out = pipe(
-                image=str(args.corpus / row["image"]),
-                prompt=row["text"],
-                num_inference_steps=args.steps,
-                guidance_scale=g if g is not None else 1.0,
-                image_guidance_scale=gi,
-                generator=generator,
-                use_text=condition != "image only",
+            audio, _ = generate(
+                args.corpus / row["image"],
+                row["text"],
+                args.seed + i,
                 use_image=condition != "text only",
-                progress=False,
-                seed=args.seed + i,
+                use_text=condition != "image only",
             )
-            p = probe(np.asarray(out.audios[0], dtype=np.float32), sr, classifier)
+            p = probe(audio, sr, classifier)
             for a in ATTRIBUTES:
                 hits[a].append(p[a] == row[a])
             bpms.append(abs(p["bpm"] - row["bpm"]))
