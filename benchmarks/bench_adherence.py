@@ -1,14 +1,17 @@
 """Conditioning adherence on the synthetic corpus' held-out test split (paper Table 4-style ablation).
 
-For each test item (balanced across the four (mode, tempo class) cells) one clip is generated, with the
-same seed, in three conditions: text+image (the normal call), text only (`use_image=False`) and image only
-(empty prompt). Each clip is probed for tempo class (`estimate_tempo` + `tempo_class`), mode
-(`estimate_mode`) and instrument family (a logistic-regression classifier on timbre features, trained on
-the train split and cached). The text names the instrument but never mode or tempo; the image's colours
-carry mode and tempo class. Accuracies are printed next to chance and to ceiling rows, which apply the same
-probes to the real test audio, to it after mel → vocoder, and after mel → VAE encode/decode → vocoder
-(what the model's audio stack allows). Image swap: text kept, image replaced by one of an item whose mode
-and tempo class both differ; reported is how often the probed mode / tempo class follows the new image.
+For each test item one clip is generated, with the same seed, in three conditions: text+image (the normal
+call), text only (`use_image=False`) and image only (empty prompt). Each clip is probed for tempo class
+(`estimate_tempo` + `tempo_class`), mode (`estimate_mode`) and instrument family (a logistic-regression
+classifier on timbre features, trained on the train split and cached). The text names the genre and
+instrument but never mode or tempo; the image's colours carry mode and tempo class. The items
+(`select_balanced`) are chosen so that the text cannot tell the mood either: within each instrument half
+are major and half fast, and per genre as near half as the split allows (`--selection cells` is the earlier
+round-robin over the four mood cells, whose instruments and genres predicted the tempo class about 73 % of
+the time). Accuracies are printed next to chance and to ceiling rows, which apply the same probes to the
+real test audio, to it after mel → vocoder, and after mel → VAE encode/decode → vocoder (what the model's
+audio stack allows). Image swap: text kept, image replaced by one of an item whose mode and tempo class
+both differ; reported is how often the probed mode / tempo class follows the new image.
 
     .venv/bin/python benchmarks/bench_adherence.py                        # embedded model, 96 items
     .venv/bin/python benchmarks/bench_adherence.py --model runs/embedded/music/final --device cuda
@@ -32,6 +35,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from scipy.optimize import Bounds, LinearConstraint, milp
 from tqdm.auto import tqdm
 
 from melfusion.audio.io import load_audio
@@ -62,8 +66,9 @@ def read_rows(manifest: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in manifest.read_text().splitlines() if line.strip()]
 
 
-def select_items(rows: list[dict[str, Any]], n: int) -> list[dict[str, Any]]:
-    """n rows taken round-robin over the (mode, tempo class) cells in CELL_ORDER, file order within each."""
+def select_cells(rows: list[dict[str, Any]], n: int) -> list[dict[str, Any]]:
+    """n rows taken round-robin over the (mode, tempo class) cells in CELL_ORDER, file order within each
+    (`--selection cells`, the default until 2026-12-04)."""
     cells: dict[tuple[str, str], list[dict[str, Any]]] = {c: [] for c in CELL_ORDER}
     for row in rows:
         cells.setdefault((row["mode"], row["tempo_class"]), []).append(row)
@@ -75,6 +80,83 @@ def select_items(rows: list[dict[str, Any]], n: int) -> list[dict[str, Any]]:
                 out.append(cells[cell][depth])
         depth += 1
     return out
+
+
+def select_balanced(rows: list[dict[str, Any]], n: int) -> list[dict[str, Any]]:
+    """n rows (even) such that within every instrument half are major and half fast, and per genre the mode
+    and tempo class are as balanced as the split allows (`--selection balanced`, the default).
+
+    The text names the genre and the instrument, never the mood. The test split holds out one (mode, tempo
+    class) cell per (genre, instrument), so over an unbalanced selection the text predicts the mood and a
+    text-only model with a per-instrument bias scores above chance. Solved as a small integer programme
+    (HiGHS through scipy): x_k rows from each (genre, instrument, mode, tempo class) group k, at most
+    ceil(n / 16) each; per instrument Σ sign_k x_k = 0 for mode and for tempo class (sign +1 major / fast,
+    -1 minor / slow); Σ x_k = n; minimise Σ over genres and both attributes of |Σ sign_k x_k|, ties to the
+    earlier groups. Rows are taken in file order within a group; the items are ordered by group.
+    """
+    if n % 2:
+        raise ValueError(
+            f"the balanced selection needs an even n (got {n}); use --n {n + 1} or --selection cells"
+        )
+    groups: dict[tuple[str, str, str, str], list[dict[str, Any]]] = {}
+    for row in rows:
+        groups.setdefault((row["genre"], row["instrument"], row["mode"], row["tempo_class"]), []).append(row)
+    keys = sorted(groups, key=lambda k: (k[1], k[0], k[2], k[3]))
+    cap = max(1, math.ceil(n / 16))
+    sign = np.array(
+        [[1 if k[2] == MODES[0] else -1, 1 if k[3] == TEMPO_CLASSES[1] else -1] for k in keys]
+    )  # (K, 2)
+    genres = sorted({k[0] for k in keys})
+    n_keys, n_aux = len(keys), 2 * len(genres)  # variables: x (K), then u (genre, attribute) >= |imbalance|
+    rows_a: list[np.ndarray] = []
+    lower: list[float] = []
+    upper: list[float] = []
+
+    def constrain(coef: np.ndarray, lo: float, hi: float) -> None:
+        rows_a.append(coef)
+        lower.append(lo)
+        upper.append(hi)
+
+    for instrument in sorted({k[1] for k in keys}):
+        mask = np.array([k[1] == instrument for k in keys])
+        for a in range(2):
+            constrain(np.r_[sign[:, a] * mask, np.zeros(n_aux)], 0.0, 0.0)
+    constrain(np.r_[np.ones(n_keys), np.zeros(n_aux)], n, n)
+    for g, genre in enumerate(genres):
+        mask = np.array([k[0] == genre for k in keys])
+        for a in range(2):
+            u = np.zeros(n_aux)
+            u[2 * g + a] = -1.0
+            constrain(np.r_[sign[:, a] * mask, u], -np.inf, 0.0)  # imbalance <= u
+            constrain(np.r_[-sign[:, a] * mask, u], -np.inf, 0.0)  # -imbalance <= u
+    # the objective is an integer at the optimum; the tie-break term stays below 1
+    tie_break = 1e-3 * np.arange(n_keys) / max(n_keys, 1)
+    res = milp(
+        c=np.r_[tie_break, np.ones(n_aux)],
+        constraints=LinearConstraint(np.array(rows_a), lower, upper),
+        integrality=np.r_[np.ones(n_keys), np.zeros(n_aux)],
+        bounds=Bounds(0, np.r_[[min(cap, len(groups[k])) for k in keys], np.full(n_aux, np.inf)]),
+    )
+    if res.x is None:
+        raise ValueError(
+            f"the test split has no balanced selection of {n} items (at most {cap} per genre, instrument and "
+            f"mood; {res.message}); use a smaller --n or --selection cells"
+        )
+    counts = np.round(res.x[:n_keys]).astype(int)
+    return [row for k, c in zip(keys, counts) for row in groups[k][:c]]
+
+
+SELECTIONS: dict[str, Callable[[list[dict[str, Any]], int], list[dict[str, Any]]]] = {
+    "balanced": select_balanced,
+    "cells": select_cells,
+}
+
+
+def select_items(rows: list[dict[str, Any]], n: int, selection: str = "balanced") -> list[dict[str, Any]]:
+    """The benchmark's test items: `select_balanced` (default) or `select_cells`."""
+    if selection not in SELECTIONS:
+        raise ValueError(f"unknown selection {selection!r}; choose one of {sorted(SELECTIONS)}")
+    return SELECTIONS[selection](rows, n)
 
 
 def swap_partners(items: list[dict[str, Any]], rows: list[dict[str, Any]]) -> list[dict[str, Any] | None]:
@@ -182,19 +264,20 @@ def accuracy(items: list[dict[str, Any]], condition: str) -> dict[str, float]:
     return acc
 
 
-def text_predictable(items: list[dict[str, Any]]) -> dict[str, float]:
-    """Accuracy of guessing mode / tempo class from the instrument the text names: the majority label per
-    instrument among the selected items (in-sample, so an upper bound). The test split holds out whole
-    (genre, instrument, mode, tempo class) combinations, so within it the instrument can predict the mood
-    although it does not in training; a text-only model with a per-instrument bias can score this much
-    without reading the mood from anything."""
-    out = {}
-    for attr in ("tempo_class", "mode"):
-        counts: dict[str, dict[str, int]] = {}
-        for r in items:
-            c = counts.setdefault(r["labels"]["instrument"], {})
-            c[r["labels"][attr]] = c.get(r["labels"][attr], 0) + 1
-        out[attr] = sum(max(c.values()) for c in counts.values()) / max(len(items), 1)
+def text_predictable(items: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """{"instrument" | "genre": {"tempo_class" | "mode": accuracy}} of guessing the mood from what the text
+    names: the majority label per instrument (per genre) among the selected items (in-sample, so an upper
+    bound). What a text-only model with such a bias can score without reading the mood from anything; the
+    balanced selection makes the instrument's 50 %."""
+    out: dict[str, dict[str, float]] = {}
+    for key in ("instrument", "genre"):
+        out[key] = {}
+        for attr in ("tempo_class", "mode"):
+            counts: dict[str, dict[str, int]] = {}
+            for r in items:
+                c = counts.setdefault(r["labels"][key], {})
+                c[r["labels"][attr]] = c.get(r["labels"][attr], 0) + 1
+            out[key][attr] = sum(max(c.values()) for c in counts.values()) / max(len(items), 1)
     return out
 
 
@@ -250,10 +333,10 @@ def markdown(result: dict[str, Any]) -> str:
     )
     predictable = result.get("text_predictable")
     if predictable:
-        lines += [
-            "",
-            f"Predictable from the instrument alone (majority per instrument over these items): tempo class "
-            f"{predictable['tempo_class']:.1%}, mode {predictable['mode']:.1%}.",
+        lines += [""] + [
+            f"Predictable from the {key} alone (majority per {key} over these items): tempo class "
+            f"{p['tempo_class']:.1%}, mode {p['mode']:.1%}."
+            for key, p in predictable.items()
         ]
     swap = result["swap"]
     lines += [
@@ -297,7 +380,14 @@ def add_run_args(p: argparse.ArgumentParser, n: int, out: str) -> None:
     """Model, corpus, items, seed, device and classifier options (shared with sweep_guidance.py)."""
     p.add_argument("--model", default=None, help="pipeline folder (default: the embedded model)")
     p.add_argument("--corpus", type=Path, default=ROOT / "runs" / "corpus", help="synthetic corpus folder")
-    p.add_argument("--n", type=int, default=n, help="test items (balanced over mode × tempo class)")
+    p.add_argument("--n", type=int, default=n, help="test items")
+    p.add_argument(
+        "--selection",
+        choices=sorted(SELECTIONS),
+        default="balanced",
+        help="balanced: pairs of one instrument with opposite mood, so the text cannot tell the mood "
+        "(default); cells: round-robin over the four mood cells (the default until 2026-12-04)",
+    )
     p.add_argument("--steps", type=int, default=None, help="denoising steps (default: the pipeline's)")
     p.add_argument("--seed", type=int, default=0, help="item i uses seed + i in every condition")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
@@ -315,6 +405,10 @@ def add_run_args(p: argparse.ArgumentParser, n: int, out: str) -> None:
 def check_run_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.Namespace:
     if args.n < 1:
         p.error("--n must be >= 1")
+    if args.selection == "balanced" and args.n % 2:
+        p.error(
+            f"--selection balanced needs an even --n (got {args.n}); use --n {args.n + 1} or --selection cells"
+        )
     if args.threads is not None and args.threads < 1:
         p.error("--threads must be >= 1")
     return args
@@ -358,7 +452,7 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     threads = torch.get_num_threads()
     rows = read_rows(args.corpus / "test.jsonl")
-    items = select_items(rows, args.n)
+    items = select_items(rows, args.n, args.selection)
     if len(items) < args.n:
         print(f"note: the test split has only {len(items)} items", file=sys.stderr)
     partners = swap_partners(items, rows)
@@ -388,7 +482,7 @@ def main(argv: list[str] | None = None) -> int:
     for i, (row, partner) in enumerate(tqdm(list(zip(items, partners)), desc="items")):
         seed = args.seed + i
         image = args.corpus / row["image"]
-        labels = {a: row[a] for a in ATTRIBUTES} | {"bpm": row["bpm"], "instrument": row["instrument"]}
+        labels = {a: row[a] for a in ATTRIBUTES} | {k: row[k] for k in ("bpm", "instrument", "genre")}
         probes: dict[str, dict[str, Any]] = {}
 
         pipe.guidance_cache.clear()  # time the full cost, image inversion included
@@ -469,6 +563,7 @@ def main(argv: list[str] | None = None) -> int:
         "config": {
             "corpus": str(args.corpus),
             "n": len(records),
+            "selection": args.selection,
             "steps": args.steps,
             "guidance_scale": args.guidance,
             "image_guidance_scale": args.image_guidance,

@@ -2,7 +2,7 @@
 
 `bench_adherence.py` measures one setting in full (three conditions, ceilings, image swap). This script
 picks the setting: for every (text guidance, image guidance) pair it generates the text+image clip of the
-same balanced test items with the same seeds, and probes tempo class, mode and family. Image only (empty
+same test items (bench_adherence's `--selection`) with the same seeds, and probes tempo class, mode and family. Image only (empty
 prompt) does not depend on the text scale, so it is run once per image scale (skip with
 --no-image-only); text only (no image, two-branch CFG) once per text scale with --text-only. Image
 inversions are cached across settings, so only the denoising loop is repeated.
@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
-    items = select_items(read_rows(args.corpus / "test.jsonl"), args.n)
+    items = select_items(read_rows(args.corpus / "test.jsonl"), args.n, args.selection)
     classifier = load_classifier(args)
     device = resolve_device(args.device)
     pipe, model_name = load_pipeline(args.model, device)
@@ -129,7 +129,13 @@ def main(argv: list[str] | None = None) -> int:
         )
     text = "\n".join(lines)
     print(text)
-    config = {"corpus": str(args.corpus), "n": len(items), "steps": args.steps, "seed": args.seed}
+    config = {
+        "corpus": str(args.corpus),
+        "n": len(items),
+        "selection": args.selection,
+        "steps": args.steps,
+        "seed": args.seed,
+    }
     atomic_write_json(
         args.out, finite_json({"model": model_name, "config": config, "results": results, "markdown": text})
     )
