@@ -385,8 +385,9 @@ def add_run_args(p: argparse.ArgumentParser, n: int, out: str) -> None:
         "--selection",
         choices=sorted(SELECTIONS),
         default="balanced",
-        help="balanced: pairs of one instrument with opposite mood, so the text cannot tell the mood "
-        "(default); cells: round-robin over the four mood cells (the default until 2026-12-04)",
+        help="balanced: within each instrument half major and half fast, genres as balanced as the split "
+        "allows, so the text cannot tell the mood (default); cells: round-robin over the four mood cells "
+        "(the default until 2026-12-04)",
     )
     p.add_argument("--steps", type=int, default=None, help="denoising steps (default: the pipeline's)")
     p.add_argument("--seed", type=int, default=0, help="item i uses seed + i in every condition")

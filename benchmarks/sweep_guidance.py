@@ -2,10 +2,10 @@
 
 `bench_adherence.py` measures one setting in full (three conditions, ceilings, image swap). This script
 picks the setting: for every (text guidance, image guidance) pair it generates the text+image clip of the
-same test items (bench_adherence's `--selection`) with the same seeds, and probes tempo class, mode and family. Image only (empty
-prompt) does not depend on the text scale, so it is run once per image scale (skip with
---no-image-only); text only (no image, two-branch CFG) once per text scale with --text-only. Image
-inversions are cached across settings, so only the denoising loop is repeated.
+same test items (bench_adherence's `--selection`) with the same seeds, and probes tempo class, mode and
+family. Image only (empty prompt) does not depend on the text scale, so it is run once per image scale
+(skip with --no-image-only); text only (no image, two-branch CFG) once per text scale with --text-only.
+Image inversions are cached across settings, so only the denoising loop is repeated.
 
     .venv/bin/python benchmarks/sweep_guidance.py --n 48 --guidance 7 5 3 --image-guidance 14 20 --threads 2
     .venv/bin/python benchmarks/sweep_guidance.py --n 2 --steps 2 --guidance 7 --image-guidance 14   # smoke
