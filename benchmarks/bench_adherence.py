@@ -82,6 +82,10 @@ def select_cells(rows: list[dict[str, Any]], n: int) -> list[dict[str, Any]]:
     return out
 
 
+def odd_n_message(n: int) -> str:
+    return f"the balanced selection needs an even n (got {n}); use --n {n + 1} or --selection cells"
+
+
 def select_balanced(rows: list[dict[str, Any]], n: int) -> list[dict[str, Any]]:
     """n rows (even) such that within every instrument half are major and half fast, and per genre the mode
     and tempo class are as balanced as the split allows (`--selection balanced`, the default).
@@ -95,9 +99,7 @@ def select_balanced(rows: list[dict[str, Any]], n: int) -> list[dict[str, Any]]:
     earlier groups. Rows are taken in file order within a group; the items are ordered by group.
     """
     if n % 2:
-        raise ValueError(
-            f"the balanced selection needs an even n (got {n}); use --n {n + 1} or --selection cells"
-        )
+        raise ValueError(odd_n_message(n))
     groups: dict[tuple[str, str, str, str], list[dict[str, Any]]] = {}
     for row in rows:
         groups.setdefault((row["genre"], row["instrument"], row["mode"], row["tempo_class"]), []).append(row)
@@ -407,9 +409,7 @@ def check_run_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> argp
     if args.n < 1:
         p.error("--n must be >= 1")
     if args.selection == "balanced" and args.n % 2:
-        p.error(
-            f"--selection balanced needs an even --n (got {args.n}); use --n {args.n + 1} or --selection cells"
-        )
+        p.error(odd_n_message(args.n))
     if args.threads is not None and args.threads < 1:
         p.error("--threads must be >= 1")
     return args
