@@ -153,6 +153,44 @@ def test_no_usable_item_is_a_clear_error(tmp_path):
         MeLFusionTrainer(_config(manifest, tmp_path / "run", "train.max_steps=1"))
 
 
+def _labelled(manifest: Path, moods: list[tuple[str, str, str]], name: str = "labelled.jsonl") -> Path:
+    """A copy of the manifest with (pair, mode, tempo_class) fields on its rows."""
+    rows = [json.loads(line) for line in manifest.read_text().splitlines()]
+    for row, (pair, mode, tempo) in zip(rows, moods, strict=True):
+        row.update(pair=pair, mode=mode, tempo_class=tempo)
+    out = manifest.with_name(name)
+    out.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return out
+
+
+def test_balanced_epochs_draw_a_mood_balanced_subset_and_train(tmp_path):
+    moods = [
+        ("a", "major", "slow"), ("a", "minor", "fast"), ("a", "minor", "slow"),  # (major, fast) held out
+        ("b", "minor", "fast"), ("b", "minor", "slow"),  # no major: cannot be balanced
+        ("c", "major", "fast"), ("c", "minor", "slow"),
+    ]  # fmt: skip
+    manifest = _labelled(write_triplets(tmp_path / "data", n=len(moods), seconds=0.8), moods)
+    balance = ["data.balance_within=[pair]", "data.balance_over=[mode,tempo_class]"]
+    trainer = MeLFusionTrainer(_config(manifest, tmp_path / "run", "train.max_steps=2", *balance))
+    assert trainer.config.data.balance_over == ["mode", "tempo_class"]
+    drawn = sorted(int(trainer.train_set.records[i].id[4:]) for i in trainer.sampler)
+    assert drawn == [0, 1, 5, 6]  # a: the (major, slow) / (minor, fast) diagonal; b left out; c whole
+    assert len(trainer.loader) == 2
+    assert trainer.sampler_summary.startswith(
+        "balanced epochs: 4 of 7 training items per epoch; 1 of 3 groups"
+    )
+    assert trainer.train()[-1]["step"] == 2
+    one_mode_each = _labelled(manifest, [(m, m, t) for _, m, t in moods], name="one-mode-each.jsonl")
+    with pytest.raises(MelfusionInputError, match="no group .* can be balanced"):
+        MeLFusionTrainer(_config(one_mode_each, tmp_path / "r2", *balance))
+    with pytest.raises(MelfusionInputError, match="has no field 'genre'"):
+        MeLFusionTrainer(
+            _config(manifest, tmp_path / "r3", "data.balance_within=[genre]", "data.balance_over=[mode]")
+        )
+    with pytest.raises(MelfusionInputError, match="balance_over is empty"):
+        load_config(None, ["data.train_manifest=x", "data.balance_within=[pair]"]).validate()
+
+
 def test_config_file_and_overrides(tmp_path):
     cfg_file = tmp_path / "c.yaml"
     cfg_file.write_text(

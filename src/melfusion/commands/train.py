@@ -43,6 +43,8 @@ def run(args: argparse.Namespace) -> int:
 
     transformers.logging.set_verbosity_error()
     trainer = MeLFusionTrainer(config)
+    if trainer.sampler_summary and trainer.accelerator.is_main_process:
+        print(trainer.sampler_summary)
     trainer.precompute()  # batched image inversions (+ audio latents) into the feature cache; no-op when cached
     history = trainer.train(resume=args.resume)
     if trainer.config.train.checkpoint_every:

@@ -46,6 +46,10 @@ class DataConfig:
     num_workers: int = 0
     random_crop: bool = True
     check: bool = False  # open every file before training (melfusion data check)
+    # Balanced epochs (melfusion.data.balance): within each group of these record fields (e.g. [genre,
+    # instrument]) every value of each `balance_over` field (e.g. [mode, tempo_class]) gets equal mass
+    balance_within: list[str] = field(default_factory=list)
+    balance_over: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -102,6 +106,11 @@ class ExperimentConfig:
         t, o = self.train, self.optim
         if not self.data.train_manifest:
             raise MelfusionInputError("data.train_manifest is not set (give data.train_manifest=PATH)")
+        if self.data.balance_within and not self.data.balance_over:
+            raise MelfusionInputError(
+                "data.balance_within is set but data.balance_over is empty: name the fields to balance, "
+                "e.g. data.balance_over=[mode,tempo_class]"
+            )
         if t.max_steps < 1 or t.batch_size < 1 or t.gradient_accumulation_steps < 1:
             raise MelfusionInputError(
                 "train.max_steps, train.batch_size and gradient_accumulation_steps must be >= 1"

@@ -39,6 +39,27 @@ class EpochSampler(torch.utils.data.Sampler[int]):
         return self.n
 
 
+class BalancedEpochSampler(EpochSampler):
+    """Per epoch, a fresh random `sizes[i]` of the indices in `cells[i]` (`melfusion.data.balance`), all
+    shuffled; from (seed, epoch) alone like `EpochSampler`, and of a fixed length, so resume is exact."""
+
+    def __init__(self, cells: list[list[int]], sizes: list[int], seed: int = 0):
+        if any(s > len(c) or s < 0 for c, s in zip(cells, sizes, strict=True)):
+            raise ValueError("each size must be in [0, len(cell)]")
+        super().__init__(int(sum(sizes)), seed)
+        self.cells, self.sizes = cells, sizes
+
+    def __iter__(self):
+        g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        chosen = [
+            cell[j]
+            for cell, size in zip(self.cells, self.sizes)
+            if size
+            for j in torch.randperm(len(cell), generator=g)[:size].tolist()
+        ]
+        return iter([chosen[j] for j in torch.randperm(len(chosen), generator=g).tolist()])
+
+
 def find_checkpoint(output_dir: str | os.PathLike, which: str) -> Path:
     """``which`` = "latest" or a checkpoint folder path."""
     if which != "latest":

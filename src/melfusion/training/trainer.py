@@ -29,6 +29,7 @@ from diffusers.training_utils import EMAModel
 from tqdm.auto import tqdm
 
 from melfusion.audio.mel import MelConfig, mel_spectrogram
+from melfusion.data.balance import balanced_cells
 from melfusion.data.cache import FeatureCache, fingerprint, model_fingerprint
 from melfusion.data.dataset import TripletDataset, collate_triplets
 from melfusion.data.manifest import read_manifest_with_problems
@@ -45,7 +46,7 @@ from melfusion.guidance.visual_guidance import (
 from melfusion.models.synapse import VisualSynapse
 from melfusion.pipelines.melfusion import MeLFusionPipeline
 from melfusion.training.config import ExperimentConfig, ModelConfig
-from melfusion.training.loop import EpochSampler, TrainLoopMixin
+from melfusion.training.loop import BalancedEpochSampler, EpochSampler, TrainLoopMixin
 from melfusion.training.losses import diffusion_loss, diffusion_target, min_snr_weights
 
 logger = logging.getLogger(__name__)
@@ -262,7 +263,8 @@ class MeLFusionTrainer(TrainLoopMixin):
         self.val_set = (
             self._dataset(config.data.val_manifest, random_crop=False) if config.data.val_manifest else None
         )
-        self.sampler = EpochSampler(len(self.train_set), seed=t.seed)
+        self.sampler_summary: str | None = None  # set by _train_sampler for balanced epochs
+        self.sampler = self._train_sampler()
         self.loader = torch.utils.data.DataLoader(
             self.train_set,
             batch_size=t.batch_size,
@@ -316,6 +318,26 @@ class MeLFusionTrainer(TrainLoopMixin):
         self.history: list[dict[str, float]] = []
 
     # --------------------------------------------------------------------------------------------- data
+    def _train_sampler(self) -> EpochSampler:
+        """Every training item once per epoch, or a mood-balanced subset per epoch (data.balance_over)."""
+        d, seed = self.config.data, self.config.train.seed
+        if not d.balance_over:
+            return EpochSampler(len(self.train_set), seed=seed)
+        cells = balanced_cells(self.train_set.records, d.balance_within, d.balance_over)
+        if cells.epoch_size == 0:
+            raise MelfusionInputError(
+                f"data.balance_over={d.balance_over} within {d.balance_within}: no group of "
+                f"{d.train_manifest} can be balanced (each needs every value of every balanced field)"
+            )
+        dropped = ", ".join("/".join(g) for g in cells.dropped_groups[:5])
+        self.sampler_summary = (
+            f"balanced epochs: {cells.epoch_size} of {len(self.train_set)} training items per epoch; "
+            f"{len(cells.dropped_groups)} of {cells.num_groups} groups cannot be balanced and are left out"
+            + (f" ({dropped}{' ...' if len(cells.dropped_groups) > 5 else ''})" if dropped else "")
+        )
+        logger.info(self.sampler_summary)
+        return BalancedEpochSampler(cells.cells, cells.sizes, seed=seed)
+
     def _dataset(self, manifest: str, random_crop: bool) -> TripletDataset:
         records, problems = read_manifest_with_problems(manifest, self.config.data.format)
         if problems:
