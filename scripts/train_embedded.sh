@@ -2,7 +2,7 @@
 # Reproduces the embedded default model (src/melfusion/assets/default) from scratch, offline:
 #   synthetic corpus -> audio VAE, image VAE -> image LDM -> music LDM + synapse -> synapse fine-tuning
 #   -> one-tonic corpus -> 128-band audio VAE -> fine-tuning onto it
-#   -> packed float16 folder.
+#   -> mood-balanced fine-tuning -> packed float16 folder.
 # Every stage checkpoints and resumes: rerun the same command after an interruption. A finished stage
 # (its final/ folder exists) is skipped. About 5.3 hours on a 2-core CPU (see README, "Embedded model").
 #   bash scripts/train_embedded.sh                 # everything, into runs/
@@ -65,6 +65,14 @@ stage audio-vae-128 configs/embedded/audio-vae-128.yaml
 stage music-128 configs/embedded/synapse.yaml model.pretrained="$RUNS/embedded/synapse-projection/final" \
   model.audio_vae="$RUNS/embedded/audio-vae-128/final" model.synapse_image_timestep=200 \
   model.synapse_image_projection=true train.max_steps=2000 train.validate_every=1000
+# stage 6: balanced epochs. The split holds out one (mode, tempo class) cell per (genre, instrument), so in
+# training the prompt predicts the mood the test cell lacks; per (genre, instrument) every mode and tempo
+# class now gets equal mass, so the text carries no mood and only the image can tell it (the features
+# cached by music-128 are reused). BALANCE_WITHIN=[] balances over the whole corpus (tiny corpora).
+stage music-128-balanced configs/embedded/synapse.yaml model.pretrained="$RUNS/embedded/music-128/final" \
+  model.alpha_init=null model.synapse_image_timestep=200 model.synapse_image_projection=true \
+  "data.balance_within=${BALANCE_WITHIN:-[genre,instrument]}" "data.balance_over=[mode,tempo_class]" \
+  train.cache_dir="$RUNS/embedded/music-128/cache" train.max_steps=2000 train.validate_every=1000
 # packed with the image guidance scale the adherence benchmark picked (three CFG branches, scale 14)
-$PY -m melfusion.models.embedded "$RUNS/embedded/music-128/final" "$DEST" \
+$PY -m melfusion.models.embedded "$RUNS/embedded/music-128-balanced/final" "$DEST" \
   --version "trained-$(date -u +%Y%m%d)" --image-guidance 14

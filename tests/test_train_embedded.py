@@ -17,6 +17,7 @@ def test_reproduction_command_runs_every_stage_and_resumes(tmp_path):
         "QUICK": "1",
         "DEST": str(tmp_path / "packed"),
         "OMP_NUM_THREADS": "2",
+        "BALANCE_WITHIN": "[]",  # 40 items leave no (genre, instrument) with every mood: balance globally
     }
     cmd = ["bash", str(ROOT / "scripts" / "train_embedded.sh")]
     first = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
@@ -31,7 +32,9 @@ def test_reproduction_command_runs_every_stage_and_resumes(tmp_path):
         "synapse-projection",
         "audio-vae-128",
         "music-128",
+        "music-128-balanced",
     )
+    assert first.stdout.count("balanced epochs: ") == 1  # stage 6 alone draws mood-balanced epochs
     for stage in stages:
         assert (tmp_path / "runs" / "embedded" / stage / "final").is_dir(), stage
         assert list((tmp_path / "runs" / "embedded" / stage / "checkpoints").glob("step-*")), stage
