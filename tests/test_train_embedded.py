@@ -35,6 +35,8 @@ def test_reproduction_command_runs_every_stage_and_resumes(tmp_path):
         "music-128-balanced",
     )
     assert first.stdout.count("balanced epochs: ") == 1  # stage 6 alone draws mood-balanced epochs
+    balanced_stage = first.stdout.split("== music-128-balanced")[1]
+    assert "music-128/cache: 0 items computed" in balanced_stage  # it reuses music-128's features
     for stage in stages:
         assert (tmp_path / "runs" / "embedded" / stage / "final").is_dir(), stage
         assert list((tmp_path / "runs" / "embedded" / stage / "checkpoints").glob("step-*")), stage

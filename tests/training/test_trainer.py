@@ -353,6 +353,10 @@ def test_precompute_fills_cache_once_and_training_reads_it(manifest, tmp_path):
     before = files()
     assert [len(v) for v in before.values()] == [4, 4]
     assert trainer.precompute(batch_size=3) == 0  # second time: all cached
+    for path in trainer.cache.path("audio_latents", "0" * 64).parent.parent.rglob("*.safetensors"):
+        path.unlink()
+    assert trainer.precompute(batch_size=3) == 4  # items whose audio latent alone was missing count too
+    assert files() == before
     trainer.train()
     assert files() == before  # training found every trajectory and audio latent in the cache
     px = trainer.train_set[0]["pixel_values"]

@@ -45,7 +45,9 @@ def run(args: argparse.Namespace) -> int:
     trainer = MeLFusionTrainer(config)
     if trainer.sampler_summary and trainer.accelerator.is_main_process:
         print(trainer.sampler_summary)
-    trainer.precompute()  # batched image inversions (+ audio latents) into the feature cache; no-op when cached
+    computed = trainer.precompute()  # batched image inversions (+ audio latents) into the feature cache
+    if trainer.cache.enabled and trainer.accelerator.is_main_process:
+        print(f"feature cache {trainer.cache.root}: {computed} items computed, the rest reused")
     history = trainer.train(resume=args.resume)
     if trainer.config.train.checkpoint_every:
         trainer.save_checkpoint()

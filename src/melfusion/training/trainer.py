@@ -453,7 +453,7 @@ class MeLFusionTrainer(TrainLoopMixin):
     def precompute(self, batch_size: int = 64) -> int:
         """Fill the feature cache for the training and validation sets in batches before training: each image's
         DDIM trajectory (one batched inversion instead of one per image, Alg. 1 line 1) and, without random
-        crops, each clip's audio latent posterior. Returns the number of items computed."""
+        crops, each clip's audio latent posterior. Returns the number of items with anything computed."""
         if not self.cache.enabled:
             return 0
         sets = [self.train_set] + ([self.val_set] if self.val_set is not None else [])
@@ -470,6 +470,7 @@ class MeLFusionTrainer(TrainLoopMixin):
                 continue
             keys = [self._trajectory_key(px) for px in batch["pixel_values"]]
             todo = [i for i, k in enumerate(keys) if self.cache.get("image_trajectory", k) is None]
+            computed = set(todo)
             if todo:
                 pixels = batch["pixel_values"][todo]
                 latent = encode_image_latent(self.pipe.image_vae, pixels)
@@ -484,7 +485,6 @@ class MeLFusionTrainer(TrainLoopMixin):
                     self.cache.put(
                         "image_trajectory", keys[i], {"timesteps": traj.timesteps, "latents": traj.latents}
                     )
-                done += len(todo)
             if not self.config.data.random_crop:
                 akeys = [self._audio_key(a) for a in batch["audio"]]
                 todo = [i for i, k in enumerate(akeys) if self.cache.get("audio_latents", k) is None]
@@ -497,6 +497,8 @@ class MeLFusionTrainer(TrainLoopMixin):
                             akeys[i],
                             {"mean": dist.mean[j].cpu(), "logvar": dist.logvar[j].cpu()},
                         )
+                    computed.update(todo)
+            done += len(computed)
         return done
 
     @torch.no_grad()
