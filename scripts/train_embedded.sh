@@ -4,7 +4,7 @@
 #   -> one-tonic corpus -> 128-band audio VAE -> fine-tuning onto it
 #   -> mood-balanced fine-tuning -> packed float16 folder.
 # Every stage checkpoints and resumes: rerun the same command after an interruption. A finished stage
-# (its final/ folder exists) is skipped. About 5.3 hours on a 2-core CPU (see README, "Embedded model").
+# (its final/ folder exists) is skipped. About 5.7 hours on a 2-core CPU (see README, "Embedded model").
 #   bash scripts/train_embedded.sh                 # everything, into runs/
 #   RUNS=/tmp/r N_ITEMS=64 QUICK=1 bash scripts/train_embedded.sh   # a few steps of each stage (smoke test)
 set -euo pipefail
@@ -65,7 +65,7 @@ stage audio-vae-128 configs/embedded/audio-vae-128.yaml
 stage music-128 configs/embedded/synapse.yaml model.pretrained="$RUNS/embedded/synapse-projection/final" \
   model.audio_vae="$RUNS/embedded/audio-vae-128/final" model.synapse_image_timestep=200 \
   model.synapse_image_projection=true train.max_steps=2000 train.validate_every=1000
-# stage 6: balanced epochs. The split holds out one (mode, tempo class) cell per (genre, instrument), so in
+# stage 6: balanced epochs. The split holds out one (mode, tempo class) cell of some (genre, instrument), so in
 # training the prompt predicts the mood the test cell lacks; per (genre, instrument) every mode and tempo
 # class now gets equal mass, so the text carries no mood and only the image can tell it (the features
 # cached by music-128 are reused). BALANCE_WITHIN=[] balances over the whole corpus (tiny corpora).
