@@ -33,10 +33,13 @@ def test_reproduction_command_runs_every_stage_and_resumes(tmp_path):
         "audio-vae-128",
         "music-128",
         "music-128-balanced",
+        "music-128-balanced-2",
     )
-    assert first.stdout.count("balanced epochs: ") == 1  # stage 6 alone draws mood-balanced epochs
-    balanced_stage = first.stdout.split("== music-128-balanced")[1]
-    assert "music-128/cache: 0 items computed" in balanced_stage  # it reuses music-128's features
+    assert first.stdout.count("balanced epochs: ") == 2  # the two stage-6 runs alone draw balanced epochs
+    balanced_stages = first.stdout.split("== music-128-balanced")[1:]
+    assert len(balanced_stages) == 2
+    for out in balanced_stages:  # both reuse music-128's features
+        assert "music-128/cache: 0 items computed" in out
     for stage in stages:
         assert (tmp_path / "runs" / "embedded" / stage / "final").is_dir(), stage
         assert list((tmp_path / "runs" / "embedded" / stage / "checkpoints").glob("step-*")), stage
