@@ -5,10 +5,13 @@ Prints, measured in one run (this machine is noisy; each figure is the best of -
                 / time(text only, 1 sample)                                   target <= 1.6
   * ratio_4   = time(MeLFusion, 4 samples sharing one image, from scratch) / time(text only, 4 samples)
                 (= the per-sample ratio)                                      target <= 1.15
-  * the same with capture="reverse" (Algorithm 2's separate reverse pass) and with a warm guidance cache,
+  * the same with capture="inversion-lagged" (K/V recorded during the inversion pass: half the image UNet
+    calls, not the training features), capture="reverse" (Algorithm 2's separate reverse pass) and with a
+    warm guidance cache,
   * peak memory (CUDA: max allocated per phase; CPU: process peak RSS) and the size of the cached guidance,
-  * fidelity of capture="inversion" against capture="reverse": cosine of the captured K/V and the change
-    of the sampled music latent, next to the change caused by swapping the image (for scale).
+  * fidelity of the "inversion-lagged" and "reverse" captures against "trajectory" (the default, what
+    training feeds): cosine of the captured K/V and the change of the sampled music latent, next to the
+    change caused by swapping the image (for scale).
 
 Configs (random weights; both UNets have equal token counts per level, as TANGO 256×16 vs SD 64×64):
   default  full-width (320/640/1280/1280, TANGO/SD block layout and head counts, cross-attention 1024),
@@ -149,8 +152,9 @@ def variants_for(half: int) -> dict[str, tuple[dict, bool]]:
     """name: (extra call kwargs, start from an empty guidance cache); ``half`` = the half-step image branch."""
     return {
         "text": (dict(use_image=False), True),
-        "inv": (dict(guidance_capture="inversion"), True),
-        "hot": (dict(guidance_capture="inversion"), False),  # right after "inv": its guidance is cached
+        "inv": (dict(), True),  # the default capture, "trajectory" (the training features)
+        "hot": (dict(), False),  # right after "inv": its guidance is cached
+        "lag": (dict(guidance_capture="inversion-lagged"), True),
         "rev": (dict(guidance_capture="reverse"), True),
         "half": (dict(image_inversion_steps=half), True),
     }
@@ -166,7 +170,6 @@ def print_breakdown(
     """Where the extra cost comes from, each part timed on its own (best of 3): the one-off image encode,
     one image-UNet call at batch 1 (one inversion step) and one music-UNet call at the CFG batch of 2."""
     from melfusion.guidance.preprocess import preprocess_image
-    from melfusion.guidance.visual_guidance import encode_image_latent
 
     def best_of(fn, n: int = 3) -> float:
         t = float("inf")
@@ -179,9 +182,10 @@ def print_breakdown(
         return t
 
     pixels = preprocess_image(img, *pipe.image_resolution).to(device, pipe.image_vae.dtype)
-    latent = encode_image_latent(pipe.image_vae, pixels)
+    conditioner = pipe.image_conditioner(device)
+    latent = conditioner.encode(pixels)
     null = pipe.null_image_prompt_embeds(device)
-    t_enc = best_of(lambda: encode_image_latent(pipe.image_vae, pixels))
+    t_enc = best_of(lambda: conditioner.encode(pixels))
     t_img = best_of(lambda: pipe.image_unet(latent, 500, encoder_hidden_states=null))
     frames, _ = pipe._num_frames(seconds)
     cfg = pipe.unet.config
@@ -189,8 +193,7 @@ def print_breakdown(
     z = torch.randn(
         2, cfg.in_channels, frames // pipe.vae_scale_factor, width, device=device, dtype=latent.dtype
     )
-    text, _ = pipe.encode_prompt(["a calm folk song on acoustic guitar", ""], torch.device(device))
-    pipe.synapse.clear_visual_features()
+    text, _ = pipe.encode_text(["a calm folk song on acoustic guitar", ""], torch.device(device))
     t_mus = best_of(lambda: pipe.unet(z, 500, encoder_hidden_states=text))
     print(
         f"breakdown: image encode (once) {t_enc:.2f} s; image UNet call, batch 1 {t_img:.3f} s; music UNet "
@@ -271,13 +274,18 @@ def main() -> int:
         nan = (float("nan"), float("nan"))
         (t_text, m_text), (t_inv, m_inv) = best["text"], best["inv"]
         t_rev, m_rev = best.get("rev", nan)
-        t_hot, t_half = best.get("hot", nan)[0], best.get("half", nan)[0]
+        t_hot, t_half, t_lag = best.get("hot", nan)[0], best.get("half", nan)[0], best.get("lag", nan)[0]
         if "half" in best:
             print(
                 f"[{n} sample(s)] image branch at half the steps (--image-steps {half}): "
                 f"{t_half:.2f} s ({t_half / t_text:.3f})",
                 flush=True,
             )
+        print(
+            f"[{n} sample(s)] capture during inversion (inversion-lagged, not the training features): "
+            f"{t_lag:.2f} s ({t_lag / t_text:.3f})",
+            flush=True,
+        )
         rows.append((n, t_text, t_inv, t_rev, t_hot, m_text, m_inv, m_rev))
         print(
             f"[{n} sample(s)] text-only {t_text:.2f} s, melfusion {t_inv:.2f} s ({t_inv / t_text:.3f}), "
@@ -298,7 +306,7 @@ def main() -> int:
         f"{'PASS' if r4 <= 1.15 else 'MISS'})"
     )
 
-    g_inv = pipe.visual_guidance(img, args.steps, "inversion", progress=False)
+    g_inv = pipe.visual_guidance(img, args.steps, "trajectory", progress=False)
     kv_bytes = g_inv.nbytes() - sum(z.numel() * z.element_size() for z in g_inv.latents)
     print(
         f"\ncached guidance per image: {g_inv.nbytes() / 2**20:.1f} MiB "
@@ -316,33 +324,33 @@ def main() -> int:
     if args.no_fidelity:
         return 0
 
-    g_rev = pipe.visual_guidance(img, args.steps, "reverse", progress=False)
-    # Fidelity of capture during inversion vs the separate reverse pass.
-    cos = []
-    for s_inv, s_rev in zip(g_inv.kv, g_rev.kv):
-        for (k_i, v_i), (k_r, v_r) in zip(s_inv, s_rev):
-            for a, b in ((k_i, k_r), (v_i, v_r)):
-                cos.append(
-                    torch.nn.functional.cosine_similarity(a.float().flatten(), b.float().flatten(), 0).item()
-                )
+    # Fidelity of the cheaper captures against the training features ("trajectory")
+    cos = {}
+    for mode in ("inversion-lagged", "reverse"):
+        other, cos[mode] = pipe.visual_guidance(img, args.steps, mode, progress=False), []
+        for s_inv, s_other in zip(g_inv.kv, other.kv):
+            for (k_i, v_i), (k_o, v_o) in zip(s_inv, s_other):
+                for a, b in ((k_i, k_o), (v_i, v_o)):
+                    c = torch.nn.functional.cosine_similarity(a.float().flatten(), b.float().flatten(), 0)
+                    cos[mode].append(c.item())
     lat = {}
     for name, kw in (
-        ("inv", dict(image=img, guidance_capture="inversion")),
+        ("inv", dict(image=img)),
+        ("lag", dict(image=img, guidance_capture="inversion-lagged")),
         ("rev", dict(image=img, guidance_capture="reverse")),
-        ("half", dict(image=img, guidance_capture="inversion", image_inversion_steps=half)),
-        ("other", dict(image=image(1), guidance_capture="inversion")),
+        ("half", dict(image=img, image_inversion_steps=half)),
+        ("other", dict(image=image(1))),
         ("text", dict(image=img, use_image=False)),
     ):
         lat[name] = pipe(
             output_type="latent", progress=False, generator=torch.Generator().manual_seed(0), **common, **kw
         ).audios.float()
     rel = lambda a, b: ((a - b).norm() / b.norm()).item()  # noqa: E731
+    for mode, c in cos.items():
+        print(f"\nfidelity, {mode} vs trajectory: K/V cosine min {min(c):.4f}, mean {np.mean(c):.4f}")
     print(
-        f"\nfidelity, capture during inversion vs reverse pass: K/V cosine min {min(cos):.4f}, "
-        f"mean {np.mean(cos):.4f}"
-    )
-    print(
-        f"music latent change: inversion vs reverse {rel(lat['inv'], lat['rev']):.4f}; "
+        f"music latent change vs trajectory: inversion-lagged {rel(lat['lag'], lat['inv']):.4f}; "
+        f"reverse {rel(lat['rev'], lat['inv']):.4f}; "
         f"image branch at half the steps vs all steps {rel(lat['half'], lat['inv']):.4f}; "
         f"other image vs this image {rel(lat['other'], lat['inv']):.4f}; "
         f"image vs text-only {rel(lat['inv'], lat['text']):.4f}  (α = 0.1, random weights)"

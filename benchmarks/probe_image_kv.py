@@ -15,12 +15,6 @@ import numpy as np
 import torch
 
 from melfusion.guidance.preprocess import preprocess_image
-from melfusion.guidance.visual_guidance import (
-    ddim_invert_batch,
-    encode_image_latent,
-    image_kv_at,
-    make_image_schedulers,
-)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -50,26 +44,17 @@ def main() -> None:
     n_train = min(args.train, len(items))
     size = pipe.image_resolution
     px = torch.cat([preprocess_image(args.corpus / r["image"], *size) for r in items])
-    null = pipe.null_image_prompt_embeds("cpu")
-    _, inverse = make_image_schedulers(pipe.image_scheduler.config)
+    conditioner = pipe.image_conditioner("cpu")  # the features training and sampling use
     labels = {
         "mode": np.array([r["mode"] == "major" for r in items]),
         "tempo class": np.array([r["tempo_class"] == "fast" for r in items]),
     }
     with torch.no_grad():
-        z0 = encode_image_latent(pipe.image_vae, px)
-        trajs = ddim_invert_batch(
-            z0,
-            unet=pipe.image_unet,
-            inverse_scheduler=inverse,
-            null_prompt_embeds=null,
-            num_inference_steps=args.steps,
-        )
+        trajs = conditioner.invert(conditioner.encode(px), conditioner.inversion_grid(args.steps))
         print("| timestep | " + " | ".join(labels) + " |\n|---|" + "---|" * len(labels))
         for t in args.timesteps:
             tt = torch.full((len(items),), t)
-            z = torch.stack([tr.latent_at(tt[:1])[0] for tr in trajs])
-            kv = image_kv_at(pipe.image_unet, z, tt, null)  # per layer (K, V), each (B, N_l, C_l)
+            kv = conditioner.features_on(trajs, tt)  # per layer (K, V), each (B, N_l, C_l)
             feats = torch.cat([torch.cat([k.mean(1), v.mean(1)], -1) for k, v in kv], -1).double().numpy()
             mu, sd = feats[:n_train].mean(0), feats[:n_train].std(0) + 1e-6
             x = np.c_[(feats - mu) / sd, np.ones(len(items))]

@@ -30,8 +30,9 @@ def _argv(tango, sd, t5, out, *extra):
 
 
 def test_convert_writes_a_loadable_pipeline(tango, sd_dir, t5_dir, tmp_path, capsys):
-    pytest.importorskip("melfusion.pipelines.melfusion")
+    from melfusion.convert.stable_diffusion import load_image_ldm_components
     from melfusion.pipelines.melfusion import MeLFusionPipeline
+    from melfusion.pipelines.melfusion.pipeline_melfusion import max_text_length
 
     out = tmp_path / "melfusion-tango"
     assert main(_argv(tango[0], sd_dir[0], t5_dir, out, "--rho", "4")) == 0
@@ -50,6 +51,8 @@ def test_convert_writes_a_loadable_pipeline(tango, sd_dir, t5_dir, tmp_path, cap
         assert key in index
     assert not list(out.rglob("*.bin"))  # safetensors only
     assert list((out / "unet").glob("*.safetensors"))
+    # the image LDM's null prompt is stored in the synapse; its text encoder is not written
+    assert index["image_text_encoder"] == [None, None] and not (out / "image_text_encoder").exists()
 
     pipe = MeLFusionPipeline.from_pretrained(out)
     pipe.set_progress_bar_config(disable=True)
@@ -62,6 +65,10 @@ def test_convert_writes_a_loadable_pipeline(tango, sd_dir, t5_dir, tmp_path, cap
     )
     assert pipe.vae.config.scaling_factor == pytest.approx(0.9227914214134216)
     assert pipe.scheduler.config.prediction_type == "v_prediction"
+    sd = load_image_ldm_components(sd_dir[0])
+    tok, enc = sd["image_tokenizer"], sd["image_text_encoder"]
+    ids = tok([""], padding="max_length", max_length=max_text_length(tok, enc), return_tensors="pt").input_ids
+    torch.testing.assert_close(pipe.synapse.image_null_prompt_embeds, enc(ids)[0], rtol=0, atol=1e-6)
 
     image = (np.random.default_rng(0).random((20, 24, 3)) * 255).astype(np.uint8)
     out_audio = pipe(

@@ -6,9 +6,11 @@ import torch.nn.functional as F
 from diffusers import UNet2DConditionModel
 from diffusers.models.attention_processor import AttnProcessor2_0
 
+from melfusion.models.attention_processor import VISUAL_FEATURES, KVHookAttnProcessor
 from melfusion.models.synapse import (
     SynapseAttnProcessor,
     SynapseMismatchError,
+    SynapseNotInstalledError,
     VisualSynapse,
     decoder_attention_names,
     decoder_layer_widths,
@@ -70,8 +72,10 @@ def test_alpha_zero_is_exactly_stock_attention(pair):
     syn = VisualSynapse.from_unets(music, image)
     assert torch.all(syn.alphas() == 0)
     syn.install(music)
-    syn.set_visual_features(_features(syn.config.layer_widths), torch.tensor([0, 0]))
-    fused = music(x, 500, encoder_hidden_states=ctx, encoder_attention_mask=mask).sample
+    kw = syn.attention_kwargs(_features(syn.config.layer_widths), torch.tensor([0, 0]))
+    fused = music(
+        x, 500, encoder_hidden_states=ctx, encoder_attention_mask=mask, cross_attention_kwargs=kw
+    ).sample
     assert torch.equal(stock, fused)
 
 
@@ -83,12 +87,15 @@ def test_nonzero_alpha_changes_only_rows_with_an_image(pair):
     syn.set_alphas(0.15)
     assert torch.allclose(syn.alphas(), torch.full((4,), 0.15))
     syn.install(music)
-    syn.set_visual_features(_features(syn.config.layer_widths), torch.tensor([-1, 0]))
-    fused = music(x, 500, encoder_hidden_states=ctx, encoder_attention_mask=mask).sample
+    kw = syn.attention_kwargs(_features(syn.config.layer_widths), torch.tensor([-1, 0]))
+    fused = music(
+        x, 500, encoder_hidden_states=ctx, encoder_attention_mask=mask, cross_attention_kwargs=kw
+    ).sample
     assert torch.equal(fused[0], stock[0])  # row without an image: untouched
     assert (fused[1] - stock[1]).abs().max() > 1e-4
-    syn.set_visual_features(None)  # disabled → stock again
-    again = music(x, 500, encoder_hidden_states=ctx, encoder_attention_mask=mask).sample
+    again = music(
+        x, 500, encoder_hidden_states=ctx, encoder_attention_mask=mask
+    ).sample  # no features → stock
     assert torch.equal(again, stock)
 
 
@@ -99,8 +106,9 @@ def test_install_remove_roundtrip(pair):
     assert VisualSynapse.is_installed(music)
     procs = music.attn_processors
     assert sum(isinstance(p, SynapseAttnProcessor) for p in procs.values()) == 4
-    # encoder/mid blocks and decoder self-attention are untouched
-    assert all(not isinstance(procs[n], SynapseAttnProcessor) for n in procs if ".attn2." not in n)
+    # every other layer runs the stock computation through a processor that takes the synapse's kwarg
+    others = [procs[n] for n in procs if not (n.startswith("up_blocks.") and ".attn2." in n)]
+    assert len(others) == len(procs) - 4 and all(isinstance(p, KVHookAttnProcessor) for p in others)
     VisualSynapse.remove(music)
     assert not VisualSynapse.is_installed(music)
     assert all(isinstance(p, AttnProcessor2_0) for p in music.attn_processors.values())
@@ -112,9 +120,9 @@ def test_mixing_follows_eq5_eq6(pair):
     syn.set_alphas([0.1, -0.05, 0.19, 0.0])
     proc = SynapseAttnProcessor(syn, 2)
     kv = _features(syn.config.layer_widths, batch_img=1)
-    syn.set_visual_features(kv, torch.tensor([0]), torch.ones(1, 5, dtype=torch.bool))
+    kw = syn.attention_kwargs(kv, torch.tensor([0]), torch.ones(1, 5, dtype=torch.bool))
     key, value = torch.randn(1, 5, 32), torch.randn(1, 5, 32)
-    k2, v2 = proc._mix(key, value, None)
+    k2, v2 = proc._mix(kw[VISUAL_FEATURES], key, value, None)
     k_img = F.adaptive_avg_pool1d(kv[2][0].transpose(1, 2), 5).transpose(1, 2)
     a = syn.alpha(2)
     assert torch.allclose(k2, a * k_img + (1 - a) * key, atol=1e-6)
@@ -143,10 +151,14 @@ def test_mask_read_from_unet_attention_bias(pair):
     syn.set_alphas(0.1)
     syn.install(music)
     feats = _features(syn.config.layer_widths)
-    syn.set_visual_features(feats, torch.tensor([0, 0]), mask)
-    explicit = music(x, 10, encoder_hidden_states=ctx, encoder_attention_mask=mask).sample
-    syn.set_visual_features(feats, torch.tensor([0, 0]))
-    implicit = music(x, 10, encoder_hidden_states=ctx, encoder_attention_mask=mask).sample
+    kw = syn.attention_kwargs(feats, torch.tensor([0, 0]), mask)
+    explicit = music(
+        x, 10, encoder_hidden_states=ctx, encoder_attention_mask=mask, cross_attention_kwargs=kw
+    ).sample
+    kw = syn.attention_kwargs(feats, torch.tensor([0, 0]))
+    implicit = music(
+        x, 10, encoder_hidden_states=ctx, encoder_attention_mask=mask, cross_attention_kwargs=kw
+    ).sample
     assert torch.equal(explicit, implicit)
 
 
@@ -195,8 +207,10 @@ def test_gradients_reach_alpha(pair):
     x, ctx, mask = _inputs()
     syn = VisualSynapse.from_unets(music, image)
     syn.install(music)
-    syn.set_visual_features(_features(syn.config.layer_widths), torch.tensor([0, 0]), mask)
-    music(x, 10, encoder_hidden_states=ctx, encoder_attention_mask=mask).sample.square().mean().backward()
+    kw = syn.attention_kwargs(_features(syn.config.layer_widths), torch.tensor([0, 0]), mask)
+    music(
+        x, 10, encoder_hidden_states=ctx, encoder_attention_mask=mask, cross_attention_kwargs=kw
+    ).sample.square().mean().backward()
     assert syn.alpha_logits.grad is not None and torch.all(syn.alpha_logits.grad != 0)
 
 
@@ -208,8 +222,10 @@ def test_image_projection_starts_as_eq5_eq6_and_learns(pair):
     plain = VisualSynapse.from_unets(music, image, rho=2.0)
     plain.set_alphas(0.3)
     plain.install(music)
-    plain.set_visual_features(kv, torch.tensor([0, 0]), mask)
-    want = music(x, 10, encoder_hidden_states=ctx, encoder_attention_mask=mask).sample
+    kw = plain.attention_kwargs(kv, torch.tensor([0, 0]), mask)
+    want = music(
+        x, 10, encoder_hidden_states=ctx, encoder_attention_mask=mask, cross_attention_kwargs=kw
+    ).sample
     assert plain.projection_parameters() == []
 
     proj = VisualSynapse.from_config(plain.config, image_projection=True)
@@ -217,15 +233,19 @@ def test_image_projection_starts_as_eq5_eq6_and_learns(pair):
     assert len(proj.image_k_proj) == len(proj.image_v_proj) == 4
     assert len(proj.projection_parameters()) == 16  # weight + bias, K and V, 4 layers
     proj.install(music)
-    proj.set_visual_features(kv, torch.tensor([0, 0]), mask)
-    got = music(x, 10, encoder_hidden_states=ctx, encoder_attention_mask=mask).sample
+    kw = proj.attention_kwargs(kv, torch.tensor([0, 0]), mask)
+    got = music(
+        x, 10, encoder_hidden_states=ctx, encoder_attention_mask=mask, cross_attention_kwargs=kw
+    ).sample
     torch.testing.assert_close(got, want, rtol=0, atol=1e-5)  # identity at init
 
     got.square().mean().backward()
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in proj.projection_parameters())
     with torch.no_grad():
         proj.image_v_proj[0].weight.mul_(3.0)
-    moved = music(x, 10, encoder_hidden_states=ctx, encoder_attention_mask=mask).sample
+    moved = music(
+        x, 10, encoder_hidden_states=ctx, encoder_attention_mask=mask, cross_attention_kwargs=kw
+    ).sample
     assert (moved - want).abs().max() > 1e-4
 
 
@@ -244,10 +264,10 @@ def test_image_projection_after_pooling_equals_projecting_every_token(pair):
     kv = _features(syn.config.layer_widths, batch_img=2)
     index = torch.tensor([1, -1, 0, 1])
     valid = torch.tensor([[1] * 5 + [0] * 2, [1] * 7, [1] * 3 + [0] * 4, [1] * 5 + [0] * 2], dtype=torch.bool)
-    syn.set_visual_features(kv, index, valid)
+    kw = syn.attention_kwargs(kv, index, valid)
     width = syn.config.layer_widths[layer]
     key, value = torch.randn(4, 7, width), torch.randn(4, 7, width)
-    k2, v2 = SynapseAttnProcessor(syn, layer)._mix(key, value, None)
+    k2, v2 = SynapseAttnProcessor(syn, layer)._mix(kw[VISUAL_FEATURES], key, value, None)
     k_all, v_all = (proj(t) for proj, t in zip((syn.image_k_proj[layer], syn.image_v_proj[layer]), kv[layer]))
     a = syn.alpha(layer)
     for got, mapped, text in ((k2, k_all, key), (v2, v_all, value)):
@@ -278,8 +298,13 @@ def test_image_projection_is_inert_at_alpha_zero_and_roundtrips(pair, tmp_path):
         for lin in [*syn.image_k_proj, *syn.image_v_proj]:
             lin.weight.normal_()
     syn.install(music)
-    syn.set_visual_features(_features(syn.config.layer_widths), torch.tensor([0, 0]))
-    assert torch.equal(music(x, 500, encoder_hidden_states=ctx, encoder_attention_mask=mask).sample, stock)
+    kw = syn.attention_kwargs(_features(syn.config.layer_widths), torch.tensor([0, 0]))
+    assert torch.equal(
+        music(
+            x, 500, encoder_hidden_states=ctx, encoder_attention_mask=mask, cross_attention_kwargs=kw
+        ).sample,
+        stock,
+    )
 
     syn.save_pretrained(tmp_path / "synapse")
     loaded = VisualSynapse.from_pretrained(tmp_path / "synapse")
@@ -298,3 +323,75 @@ def test_image_timestep_option(pair):
     assert int(fixed.image_timestep_for(torch.tensor(981))) == 200
     with pytest.raises(ValueError, match="image_timestep must be >= 0"):
         VisualSynapse.from_config(syn.config, image_timestep=-3)
+
+
+def test_features_reach_only_the_synapse_and_diffusers_does_not_warn(pair, caplog):
+    """diffusers hands cross_attention_kwargs to every layer and warns where a processor cannot take them."""
+    music, image = pair
+    x, ctx, mask = _inputs()
+    syn = VisualSynapse.from_unets(music, image)
+    syn.set_alphas(0.1)
+    syn.install(music)
+    kw = syn.attention_kwargs(_features(syn.config.layer_widths), torch.tensor([0, 0]), mask)
+    with caplog.at_level("WARNING"):
+        music(x, 10, encoder_hidden_states=ctx, encoder_attention_mask=mask, cross_attention_kwargs=kw)
+    assert "are not expected" not in caplog.text
+    assert syn.attention_kwargs(None) == {}
+
+
+@pytest.mark.parametrize(
+    ("remove", "names"),
+    [
+        (lambda unet: unet.set_attn_processor(AttnProcessor2_0()), "set_attn_processor()"),
+        (lambda unet: unet.set_attention_slice(1), "enable_attention_slicing()"),
+        (lambda unet: unet.fuse_qkv_projections(), "fuse_qkv_projections()"),
+    ],
+)
+def test_removed_synapse_is_a_one_line_error_naming_the_call(pair, remove, names):
+    music, image = pair
+    syn = VisualSynapse.from_unets(music, image)
+    syn.install(music)
+    syn.check_installed(music)  # installed: no error
+    remove(music)
+    with pytest.raises(SynapseNotInstalledError) as err:
+        syn.check_installed(music)
+    message = str(err.value)
+    assert "\n" not in message and names in message and "pipe.synapse.install(pipe.unet)" in message
+    if names != "fuse_qkv_projections()":  # fused projections cannot be un-fused by a processor swap
+        syn.install(music)
+        syn.check_installed(music)
+
+
+def test_set_default_attn_processor_refuses_and_the_synapse_survives(pair):
+    music, image = pair
+    syn = VisualSynapse.from_unets(music, image)
+    syn.install(music)
+    with pytest.raises(ValueError, match="set_default_attn_processor"):
+        music.set_default_attn_processor()  # diffusers refuses processors it does not know
+    syn.check_installed(music)
+
+
+def test_another_synapse_installed_is_refused(pair):
+    music, image = pair
+    first, second = VisualSynapse.from_unets(music, image), VisualSynapse.from_unets(music, image)
+    first.install(music)
+    second.install(music)
+    second.check_installed(music)
+    with pytest.raises(SynapseNotInstalledError, match="another synapse"):
+        first.check_installed(music)
+
+
+def test_null_prompt_embedding_is_stored_with_the_weights(pair, tmp_path):
+    music, image = pair
+    syn = VisualSynapse.from_unets(music, image)
+    assert syn.image_null_prompt_embeds is None
+    syn.save_pretrained(tmp_path / "old")
+    assert VisualSynapse.from_pretrained(tmp_path / "old").image_null_prompt_embeds is None  # old folders
+    null = torch.randn(1, 7, 12)
+    syn.store_image_null_prompt(null)
+    assert syn.config.image_null_prompt_shape == [1, 7, 12]
+    syn.save_pretrained(tmp_path / "new")
+    loaded = VisualSynapse.from_pretrained(tmp_path / "new")
+    assert torch.equal(loaded.image_null_prompt_embeds, null)
+    with pytest.raises(ValueError, match=r"\(1, S, D\)"):
+        syn.store_image_null_prompt(torch.zeros(2, 7, 12))

@@ -123,17 +123,50 @@ def test_other_schedulers(tiny_pipe, scheduler_cls):
     assert out.parameters["scheduler"] == scheduler_cls.__name__
 
 
-def test_capture_modes(tiny_pipe):
+def _record_features(pipe):
+    """Wrap ``pipe.synapse.attention_kwargs`` to record the first layer's K of every music UNet call."""
+    seen: list[torch.Tensor] = []
+    original = pipe.synapse.attention_kwargs
+
+    def record(kv, *args, **kwargs):
+        if kv is not None:
+            seen.append(kv[0][0])
+        return original(kv, *args, **kwargs)
+
+    pipe.synapse.attention_kwargs = record
+    return seen
+
+
+def _expected_features(pipe, image, timesteps, image_t=None, grid=None):
+    """Independent of the pipeline's image path: invert on ``grid``, then ε_ψ(z^I_t, ∅, t) for each t."""
+    from melfusion.guidance.preprocess import preprocess_image
+
+    cond = pipe.image_conditioner("cpu")
+    grid = cond.grid_from_timesteps(timesteps) if grid is None else grid
+    (traj,) = cond.invert(cond.encode(preprocess_image(image, *pipe.image_resolution)), grid)
+    out = []
+    for t in timesteps.tolist():
+        t_img = torch.tensor([t if image_t is None else image_t])
+        out.append(cond.features(traj.latent_at(t_img), t_img)[0][0])
+    return out
+
+
+def test_capture_modes_feed_what_they_are_named_for(tiny_pipe):
     tiny_pipe.synapse.set_alphas(0.1)
-    kw = dict(num_inference_steps=STEPS, output_type="latent", generator=None)
-    inv = tiny_pipe(
-        make_image(), "calm", guidance_capture="inversion", latents=torch.zeros(1, 8, 32, 16), **kw
-    )
-    rev = tiny_pipe(make_image(), "calm", guidance_capture="reverse", latents=torch.zeros(1, 8, 32, 16), **kw)
-    assert inv.audios.shape == rev.audios.shape
-    assert (
-        inv.parameters["guidance_capture"] == "inversion" and rev.parameters["guidance_capture"] == "reverse"
-    )
+    kw = dict(num_inference_steps=STEPS, output_type="latent", latents=torch.zeros(1, 8, 32, 16))
+    seen = _record_features(tiny_pipe)
+    exact = tiny_pipe(make_image(), "calm", **kw)  # default: "trajectory", the training features
+    assert exact.parameters["guidance_capture"] == "trajectory"
+    timesteps = tiny_pipe.scheduler.timesteps
+    for got, want in zip(seen, _expected_features(tiny_pipe, make_image(), timesteps), strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)  # batched vs single UNet rows
+    seen.clear()
+    lagged = tiny_pipe(make_image(), "calm", guidance_capture="inversion", **kw)  # the old name
+    assert lagged.parameters["guidance_capture"] == "inversion-lagged"
+    assert not torch.allclose(seen[1], _expected_features(tiny_pipe, make_image(), timesteps)[1], atol=1e-4)
+    rev = tiny_pipe(make_image(), "calm", guidance_capture="reverse", **kw)
+    assert rev.parameters["guidance_capture"] == "reverse"
+    assert not torch.equal(exact.audios, lagged.audios) and not torch.equal(exact.audios, rev.audios)
 
 
 def test_save_load_roundtrip_gives_identical_audio(tiny_pipe, tmp_path):
@@ -197,7 +230,7 @@ def test_coarser_image_inversion_schedule(tiny_pipe):
     g = tiny_pipe.visual_guidance(make_image(), 2)
     assert len(g.timesteps) == 2 and tiny_pipe.guidance_cache.hits == 1  # the call above cached it
     full = tiny_pipe(make_image(), "calm", **kw)
-    assert full.parameters["image_inversion_steps"] == STEPS
+    assert full.parameters["image_inversion_steps"] is None and full.parameters["image_grid_size"] == STEPS
     assert not torch.equal(coarse.audios, full.audios)
     with pytest.raises(MelfusionInputError, match="image_inversion_steps"):
         tiny_pipe(make_image(), "calm", image_inversion_steps=0, num_inference_steps=2)
@@ -218,54 +251,25 @@ def test_waveforms_stay_in_range(tiny_pipe):
     assert np.abs(out.audios).max() <= 1.0
 
 
-def test_fixed_image_timestep_feeds_one_step_of_features(tiny_pipe):
-    """synapse image_timestep (option): every denoising step gets the image K/V captured nearest that t."""
+def test_fixed_image_timestep_feeds_the_trained_features_at_every_step(tiny_pipe):
+    """synapse image_timestep (option): every step reads ε_ψ(z^I_{t_I}, ∅, t_I) on the trained 50-step grid,
+    whatever the music scheduler; the inversion stops at t_I."""
     from melfusion.models.synapse import VisualSynapse
 
-    seen: list[torch.Tensor] = []
-
-    def run(synapse):
-        original = synapse.set_visual_features
-
-        def record(kv, *args, **kwargs):
-            if kv is not None:
-                seen.append(kv[0][0].clone())
-            return original(kv, *args, **kwargs)
-
-        synapse.set_visual_features = record
-        tiny_pipe.register_modules(synapse=synapse)
-        synapse.install(tiny_pipe.unet)
-        seen.clear()
-        tiny_pipe(make_image(), "calm", num_inference_steps=STEPS, generator=_gen(), output_type="latent")
-        return list(seen)
-
-    paper = run(VisualSynapse.from_config(tiny_pipe.synapse.config, image_timestep=None))
-    assert len(paper) == STEPS and not torch.equal(paper[0], paper[-1])
-    fixed = run(VisualSynapse.from_config(tiny_pipe.synapse.config, image_timestep=0))
-    assert len(fixed) == STEPS and all(torch.equal(k, fixed[0]) for k in fixed)
-    assert torch.equal(fixed[0], paper[-1])  # t = 0 → the least noisy captured step, the last one sampled
-
-
-def test_fixed_image_timestep_inverts_only_up_to_it(tiny_pipe):
-    """With a fixed image timestep the inversion stops once it is captured; the music is unchanged."""
-    from melfusion.models.synapse import VisualSynapse
-
-    steps = 10
     fixed = VisualSynapse.from_config(tiny_pipe.synapse.config, image_timestep=300)
     fixed.set_alphas(0.15)
     tiny_pipe.register_modules(synapse=fixed)
     fixed.install(tiny_pipe.unet)
-    kw = dict(num_inference_steps=steps, output_type="latent")
-    short = tiny_pipe.visual_guidance(make_image(), steps, "inversion", progress=False)
-    assert len(short.timesteps) < steps and max(short.timesteps) >= 300 > sorted(short.timesteps)[-2]
-    (key,) = tiny_pipe.guidance_cache._items  # the key the call below hits
-    out_short = tiny_pipe(make_image(), "calm", generator=_gen(), **kw).audios
-
-    fixed.register_to_config(image_timestep=None)  # no stop: the whole inversion
-    whole = tiny_pipe.visual_guidance(make_image(), steps, "inversion", progress=False)
-    fixed.register_to_config(image_timestep=300)
-    assert len(whole.timesteps) == steps
-    assert len(tiny_pipe.visual_guidance(make_image(), steps, "reverse", progress=False).timesteps) == steps
-    tiny_pipe.guidance_cache.put(key, whole)
-    out_whole = tiny_pipe(make_image(), "calm", generator=_gen(), **kw).audios
-    assert torch.equal(out_short, out_whole)
+    seen = _record_features(tiny_pipe)
+    calls = []
+    hook = tiny_pipe.image_unet.register_forward_hook(lambda *_: calls.append(1))
+    out = tiny_pipe(make_image(), "calm", num_inference_steps=STEPS, generator=_gen(), output_type="latent")
+    hook.remove()
+    assert len(seen) == STEPS and all(k is seen[0] for k in seen)
+    grid = tiny_pipe.image_conditioner("cpu").inversion_grid(50)  # 1, 21, ..., 981: 301 is nearest to 300
+    (want,) = _expected_features(tiny_pipe, make_image(), torch.tensor([981]), image_t=300, grid=grid)
+    torch.testing.assert_close(seen[0], want, rtol=1e-4, atol=1e-5)
+    assert len(calls) == 16 + 1  # inversion up to 301, one feature call
+    assert out.parameters["image_grid_size"] == 50
+    fixed.register_to_config(image_inversion_steps=10)  # a model trained on another grid inverts on it
+    assert len(tiny_pipe.visual_guidance(make_image(), STEPS, progress=False).meta["grid"]) == 10

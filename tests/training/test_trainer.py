@@ -9,24 +9,14 @@ from pathlib import Path
 
 import pytest
 import torch
-from melfusion_testing import write_triplets
+from melfusion_testing import TRAIN_BASE, write_triplets
 
 from melfusion.errors import MelfusionInputError
 from melfusion.training.config import load_config, parse_override
 from melfusion.training.loop import find_checkpoint
 from melfusion.training.trainer import MeLFusionTrainer
 
-BASE = [
-    "train.batch_size=2",
-    "model.tiny_pretrained_text_encoder=false",
-    "model.tiny_audio_seconds=0.64",
-    "model.tiny_image_size=16",
-    "train.inversion_steps=8",
-    "train.report_to=none",
-    "train.checkpoint_every=0",
-    "train.validate_every=0",
-    "train.log_every=1000",
-]
+BASE = TRAIN_BASE
 
 
 @pytest.fixture(scope="module")

@@ -121,6 +121,10 @@ def run(args: argparse.Namespace) -> int:
     if "mel_config" not in kwargs:
         _warn_if_mel_config_differs(music["mel_config"])
     pipe = pipeline_cls(**kwargs)
+    # ∅ of the image LDM goes into the synapse's weights: inference then needs no image text encoder
+    # (OpenCLIP-H for SD 2.1), so it is not written
+    pipe.store_image_null_prompt()
+    pipe.register_modules(image_text_encoder=None, image_tokenizer=None)
     out.mkdir(parents=True, exist_ok=True)
     pipe.save_pretrained(out, safe_serialization=True)
     print(f"wrote {out}", file=sys.stderr)

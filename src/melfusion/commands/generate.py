@@ -59,15 +59,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--scheduler", choices=SCHEDULERS, default=None, help="sampler (default: the model's)")
     p.add_argument(
         "--capture",
-        choices=("inversion", "reverse"),
-        default="inversion",
-        help="image K/V capture: during DDIM inversion (default, N image UNet calls) or a separate reverse pass (2N)",
+        choices=("trajectory", "inversion-lagged", "reverse", "inversion"),
+        default="trajectory",
+        help="image features: 'trajectory' (default; ε(z_t, t) on the inverted path, what training uses, 2N "
+        "image UNet calls), 'inversion-lagged' (recorded during inversion, ε(z_prev, t): N calls, not the "
+        "training features; 'inversion' is its old name) or 'reverse' (a second DDIM pass)",
     )
     p.add_argument(
         "--image-steps",
         type=int,
         default=None,
-        help="image-branch DDIM inversion steps (default: --steps); fewer = cheaper, nearest-timestep features",
+        help="image-branch DDIM inversion steps (default: the sampler's own timesteps); fewer = cheaper, "
+        "nearest-timestep features",
     )
     p.add_argument(
         "--loudness",

@@ -9,7 +9,8 @@ import torch
 from diffusers import UNet2DConditionModel
 from diffusers.models.attention_processor import Attention
 
-from melfusion.models.synapse import attention_with_kv_hook, decoder_attention_names
+from melfusion.models.attention_processor import attention_with_kv_hook
+from melfusion.models.synapse import decoder_attention_names
 
 
 class KVCaptureProcessor:

@@ -1,26 +1,17 @@
-"""The image branch of MeLFusion (Alg. 2, lines 1 and 6): DDIM-invert the image latent with the null
-prompt, then collect the frozen image UNet's decoder self-attention K/V at every sampling timestep.
+"""The image branch's results: per-timestep decoder self-attention K/V of the image LDM for one image
+(:class:`VisualGuidance`, computed by :class:`melfusion.guidance.conditioner.ImageConditioner`).
 
-The image branch never sees the music latent, so its features depend only on (image, schedule): they are
-computed once into a :class:`VisualGuidance` and reused across CFG branches, samples and calls
-(:class:`GuidanceCache`)."""
+The image branch never sees the music latent, so its features depend only on (image, timesteps): they are
+computed once and reused across CFG branches, samples and calls (:class:`GuidanceCache`)."""
 
 from __future__ import annotations
 
 import bisect
-import inspect
-import json
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from diffusers import AutoencoderKL, DDIMInverseScheduler, DDIMScheduler, UNet2DConditionModel
-from tqdm.auto import tqdm
-
-from melfusion.guidance.capture import capture_decoder_self_attention
-
-CAPTURE_MODES = ("reverse", "inversion")  # "none" (inversion only) is internal, see ddim_invert
 
 
 @dataclass
@@ -86,221 +77,26 @@ def stack_guidance(
     ]
 
 
-def make_image_schedulers(
-    image_scheduler_config: dict, music_scheduler_config: dict | None = None
-) -> tuple[DDIMScheduler, DDIMInverseScheduler]:
-    """DDIM and DDIM-inverse schedulers for the image LDM whose timesteps follow the music scheduler's
-    spacing, so that each music step has an image capture at the very same timestep."""
-    cfg = {k: v for k, v in dict(image_scheduler_config).items() if not k.startswith("_")}
-    cfg["clip_sample"] = False
-    if music_scheduler_config is not None:
-        spacing = music_scheduler_config.get("timestep_spacing", "leading")
-        cfg["timestep_spacing"] = "leading" if spacing == "leading" else "trailing"
-        cfg["steps_offset"] = (
-            int(music_scheduler_config.get("steps_offset", 0)) if spacing == "leading" else 0
-        )
-    forward = DDIMScheduler.from_config(cfg)
-    accepted = set(inspect.signature(DDIMInverseScheduler.__init__).parameters)
-    inverse = DDIMInverseScheduler.from_config({k: v for k, v in cfg.items() if k in accepted})
-    return forward, inverse
-
-
-@torch.no_grad()
-def encode_image_latent(vae: AutoencoderKL, pixels: torch.Tensor) -> torch.Tensor:
-    """(B, 3, H, W) in [-1, 1] → VAE posterior mode × scaling factor, (B, C, H/f, W/f)."""
-    pixels = pixels.to(device=vae.device, dtype=vae.dtype)
-    latent = vae.encode(pixels).latent_dist.mode()
-    return latent * vae.config.scaling_factor
-
-
-@torch.no_grad()
-def compute_visual_guidance(
-    image_latent: torch.Tensor,
-    *,
-    unet: UNet2DConditionModel,
-    scheduler: DDIMScheduler | None,
-    inverse_scheduler: DDIMInverseScheduler,
-    null_prompt_embeds: torch.Tensor,
-    num_inference_steps: int,
-    capture: str = "inversion",
-    store_dtype: torch.dtype | None = None,
-    progress: bool = True,
-    stop_at_timestep: int | None = None,
-) -> VisualGuidance:
-    """DDIM inversion of ``image_latent`` (1, C, h, w) with the null prompt, plus K/V capture.
-
-    capture="reverse" (paper Alg. 2 literally): invert z_0 → z_T, then run ε_ψ(z^I_t, ∅, t) down the same
-    timesteps from z_T, capturing at each t (2N image UNet calls).
-    capture="inversion": capture during the inversion pass itself (N calls). DDIM inversion evaluates
-    ε_ψ(z_{t_prev}, ∅, t) to step z_{t_prev} → z_t; the capture of that call is used for timestep t, the same
-    approximation (ε(z_{t_prev}, t) ≈ ε(z_t, t)) inversion itself rests on.
-
-    ``stop_at_timestep`` (capture="inversion" only): end the inversion at the first timestep >= it. For a
-    synapse that reads one fixed image timestep this captures the two steps around it, so the nearest capture
-    is the one the full pass would give, without the rest of the pass."""
-    if capture not in (*CAPTURE_MODES, "none"):
-        raise ValueError(f"capture must be one of {CAPTURE_MODES}, got {capture!r}")
-    if image_latent.shape[0] != 1:
-        raise ValueError("compute_visual_guidance takes one image latent (1, C, h, w)")
-    device, dtype = unet.device, unet.dtype
-    z = image_latent.to(device=device, dtype=dtype)
-    null = null_prompt_embeds.to(device=device, dtype=dtype)
-    inverse_scheduler.set_timesteps(num_inference_steps, device=device)
-
-    latents = [z]
-    captured: dict[int, list[tuple[torch.Tensor, torch.Tensor]]] = {}
-    bar = tqdm(
-        total=num_inference_steps * (1 if capture == "inversion" else 2),
-        desc="image inversion",
-        disable=not progress,
-        leave=False,
-    )
-    with capture_decoder_self_attention(unet, store_dtype) as store:
-        for t in inverse_scheduler.timesteps:  # ascending noise
-            eps = unet(z, t, encoder_hidden_states=null).sample
-            if capture == "inversion":
-                captured[int(t)] = list(store)  # type: ignore[arg-type]
-            z = inverse_scheduler.step(eps, t, z).prev_sample
-            latents.append(z)
-            bar.update()
-            if capture == "inversion" and stop_at_timestep is not None and int(t) >= stop_at_timestep:
-                break
-        reconstruction = None
-        if capture == "reverse":
-            assert scheduler is not None
-            scheduler.set_timesteps(num_inference_steps, device=device)
-            for t in scheduler.timesteps:  # descending
-                eps = unet(z, t, encoder_hidden_states=null).sample
-                captured[int(t)] = list(store)  # type: ignore[arg-type]
-                z = scheduler.step(eps, t, z).prev_sample
-                bar.update()
-            reconstruction = z
-    bar.close()
-    timesteps = sorted(captured, reverse=True)
-    return VisualGuidance(
-        timesteps=timesteps,
-        kv=[captured[t] for t in timesteps],
-        latents=latents,
-        reconstruction=reconstruction,
-        meta={
-            "capture": capture,
-            "num_inference_steps": num_inference_steps,
-            "stop_at_timestep": stop_at_timestep if capture == "inversion" else None,
-        },
-    )
-
-
-@torch.no_grad()
-def ddim_reconstruct(
-    z_T: torch.Tensor,
-    *,
-    unet: UNet2DConditionModel,
-    scheduler: DDIMScheduler,
-    null_prompt_embeds: torch.Tensor,
-    num_inference_steps: int,
-) -> torch.Tensor:
-    """Deterministic DDIM sampling from z_T with the null prompt (the inverse of the inversion)."""
-    scheduler.set_timesteps(num_inference_steps, device=unet.device)
-    z = z_T.to(device=unet.device, dtype=unet.dtype)
-    for t in scheduler.timesteps:
-        eps = unet(z, t, encoder_hidden_states=null_prompt_embeds).sample
-        z = scheduler.step(eps, t, z).prev_sample
-    return z
-
-
-@dataclass
-class InversionTrajectory:
-    """DDIM inversion path of one image latent: ``latents[0]`` = z_0, ``latents[i + 1]`` = z at
-    ``timesteps[i]`` (ascending). Training (Alg. 1, line 7) evaluates ε_ψ(z^I_t, ∅, t) on it."""
-
-    timesteps: torch.Tensor  # (N,) long, ascending
-    latents: torch.Tensor  # (N + 1, C, h, w)
-
-    def latent_at(self, t: torch.Tensor) -> torch.Tensor:
-        """(B,) timesteps → (B, C, h, w) latents of the nearest inversion step."""
-        ts = self.timesteps.to(t.device)
-        idx = (ts[None, :] - t[:, None].to(ts.dtype)).abs().argmin(dim=1)  # (B,)
-        return self.latents.to(t.device)[idx + 1]
-
-
-@torch.no_grad()
-def ddim_invert(
-    image_latent: torch.Tensor,
-    *,
-    unet: UNet2DConditionModel,
-    inverse_scheduler: DDIMInverseScheduler,
-    null_prompt_embeds: torch.Tensor,
-    num_inference_steps: int,
-) -> InversionTrajectory:
-    """DDIM inversion z_0 → z_T with the null prompt, keeping every intermediate latent."""
-    if image_latent.shape[0] != 1:
-        raise ValueError("ddim_invert takes one image latent (1, C, h, w); use ddim_invert_batch for more")
-    return ddim_invert_batch(
-        image_latent,
-        unet=unet,
-        inverse_scheduler=inverse_scheduler,
-        null_prompt_embeds=null_prompt_embeds,
-        num_inference_steps=num_inference_steps,
-    )[0]
-
-
-@torch.no_grad()
-def ddim_invert_batch(
-    image_latents: torch.Tensor,
-    *,
-    unet: UNet2DConditionModel,
-    inverse_scheduler: DDIMInverseScheduler,
-    null_prompt_embeds: torch.Tensor,
-    num_inference_steps: int,
-) -> list[InversionTrajectory]:
-    """DDIM inversion of a batch (B, C, h, w) with the null prompt: one trajectory per row. Rows are
-    independent (same timesteps), so this equals B calls of ``ddim_invert`` up to float rounding."""
-    device, dtype = unet.device, unet.dtype
-    z = image_latents.to(device=device, dtype=dtype)
-    null = null_prompt_embeds.to(device=device, dtype=dtype).expand(z.shape[0], -1, -1)
-    inverse_scheduler.set_timesteps(num_inference_steps, device=device)
-    latents = [z]
-    for t in inverse_scheduler.timesteps:  # ascending noise
-        eps = unet(z, t, encoder_hidden_states=null).sample
-        z = inverse_scheduler.step(eps, t, z).prev_sample
-        latents.append(z)
-    path = torch.stack(latents, dim=1).cpu()  # (B, N + 1, C, h, w)
-    timesteps = inverse_scheduler.timesteps.detach().cpu().long()
-    return [InversionTrajectory(timesteps, row) for row in path]
-
-
-@torch.no_grad()
-def image_kv_at(
-    unet: UNet2DConditionModel,
-    latents: torch.Tensor,
-    timesteps: torch.Tensor,
-    null_prompt_embeds: torch.Tensor,
-) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """Decoder self-attention K/V of ε_ψ(z^I_t, ∅, t) for a batch: latents (B, C, h, w), timesteps (B,)
-    → per layer (K, V), each (B, N_l, C_l)."""
-    null = null_prompt_embeds.to(device=unet.device, dtype=unet.dtype).expand(latents.shape[0], -1, -1)
-    with capture_decoder_self_attention(unet) as store:
-        unet(
-            latents.to(device=unet.device, dtype=unet.dtype),
-            timesteps.to(unet.device),
-            encoder_hidden_states=null,
-        )
-        return list(store)  # type: ignore[arg-type]
-
-
-def schedule_key(scheduler_config: dict, num_inference_steps: int, capture: str) -> str:
-    cfg = {k: v for k, v in dict(scheduler_config).items() if not k.startswith("_")}
-    return json.dumps({"cfg": cfg, "n": num_inference_steps, "capture": capture}, sort_keys=True, default=str)
-
-
 class GuidanceCache:
-    """In-memory LRU of :class:`VisualGuidance` keyed by (image hash, schedule, model)."""
+    """LRU of :class:`VisualGuidance` keyed by (image hash, grid, capture, model), bounded in bytes.
 
-    def __init__(self, max_items: int = 8):
-        self.max_items = max_items
+    ``max_bytes``: the total size kept (an entry larger than it is not kept; 0 disables the cache).
+    ``device``: where entries are kept ("cpu" by default, so a cached capture holds no accelerator memory;
+    None keeps them where they were computed). A 50-step SD-2.1 capture in fp16 is about 3 GB."""
+
+    def __init__(self, max_bytes: int = 4 * 2**30, device: torch.device | str | None = "cpu"):
+        if max_bytes < 0:
+            raise ValueError(f"max_bytes must be >= 0, got {max_bytes}")
+        self.max_bytes = int(max_bytes)
+        self.device = device
         self._items: OrderedDict[tuple, VisualGuidance] = OrderedDict()
+        self._sizes: dict[tuple, int] = {}
         self.hits = 0
         self.misses = 0
+
+    @property
+    def nbytes(self) -> int:
+        return sum(self._sizes.values())
 
     def get(self, key: tuple) -> VisualGuidance | None:
         item = self._items.get(key)
@@ -312,15 +108,25 @@ class GuidanceCache:
         return item
 
     def put(self, key: tuple, value: VisualGuidance) -> None:
-        if self.max_items <= 0:
+        size = value.nbytes()
+        if size > self.max_bytes:
             return
+        if self.device is not None:
+            value = value.to(self.device)
+        self.pop(key)
         self._items[key] = value
-        self._items.move_to_end(key)
-        while len(self._items) > self.max_items:
-            self._items.popitem(last=False)
+        self._sizes[key] = size
+        while self.nbytes > self.max_bytes:
+            old, _ = self._items.popitem(last=False)
+            del self._sizes[old]
+
+    def pop(self, key: tuple) -> None:
+        if self._items.pop(key, None) is not None:
+            del self._sizes[key]
 
     def clear(self) -> None:
         self._items.clear()
+        self._sizes.clear()
 
     def __len__(self) -> int:
         return len(self._items)

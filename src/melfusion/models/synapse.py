@@ -22,12 +22,14 @@ direction that carries mood in K^I/V^I changes with t (a readout fitted at t = 5
 t = 900–990 on the synthetic corpus), so what the music UNet learns where the loss pays (mid t) does not carry
 over to the high-noise steps where sampling fixes the rhythm. A fixed t_I keeps one readout valid throughout.
 
-Everything goes through diffusers attention processors; nothing in diffusers is patched.
+Everything goes through diffusers attention processors; nothing in diffusers is patched. The features of one
+UNet forward travel in ``cross_attention_kwargs["visual_features"]`` (a :class:`SynapseFeatures`, built by
+:meth:`VisualSynapse.attention_kwargs`); the processors keep no state between calls.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -36,69 +38,12 @@ from diffusers import ModelMixin, UNet2DConditionModel
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.attention_processor import Attention, AttnProcessor2_0
 
-KVHook = Callable[[torch.Tensor, torch.Tensor, torch.Tensor | None], tuple[torch.Tensor, torch.Tensor]]
-
-
-def attention_with_kv_hook(
-    attn: Attention,
-    hidden_states: torch.Tensor,
-    encoder_hidden_states: torch.Tensor | None = None,
-    attention_mask: torch.Tensor | None = None,
-    temb: torch.Tensor | None = None,
-    kv_hook: KVHook | None = None,
-) -> torch.Tensor:
-    """diffusers' ``AttnProcessor2_0`` with one extension point: ``kv_hook(key, value, mask_bias)`` sees
-    (and may replace) the projected keys/values (B, S, inner_dim) before the head split. With
-    ``kv_hook=None`` the computation is the stock one, op for op."""
-    residual = hidden_states
-    if attn.spatial_norm is not None:
-        hidden_states = attn.spatial_norm(hidden_states, temb)
-    input_ndim = hidden_states.ndim
-    if input_ndim == 4:
-        batch_size, channel, height, width = hidden_states.shape
-        hidden_states = hidden_states.view(batch_size, channel, height * width).transpose(1, 2)
-
-    batch_size, sequence_length, _ = (
-        hidden_states.shape if encoder_hidden_states is None else encoder_hidden_states.shape
-    )
-    mask_bias = attention_mask  # (B, 1, S) additive bias as built by UNet2DConditionModel, or None
-    if attention_mask is not None:
-        attention_mask = attn.prepare_attention_mask(attention_mask, sequence_length, batch_size)
-        attention_mask = attention_mask.view(batch_size, attn.heads, -1, attention_mask.shape[-1])
-    if attn.group_norm is not None:
-        hidden_states = attn.group_norm(hidden_states.transpose(1, 2)).transpose(1, 2)
-
-    query = attn.to_q(hidden_states)
-    if encoder_hidden_states is None:
-        encoder_hidden_states = hidden_states
-    elif attn.norm_cross:
-        encoder_hidden_states = attn.norm_encoder_hidden_states(encoder_hidden_states)
-    key = attn.to_k(encoder_hidden_states)  # (B, S, inner)
-    value = attn.to_v(encoder_hidden_states)  # (B, S, inner)
-    if kv_hook is not None:
-        key, value = kv_hook(key, value, mask_bias)
-
-    inner_dim = key.shape[-1]
-    head_dim = inner_dim // attn.heads
-    query = query.view(batch_size, -1, attn.heads, head_dim).transpose(1, 2)
-    key = key.view(batch_size, -1, attn.heads, head_dim).transpose(1, 2)
-    value = value.view(batch_size, -1, attn.heads, head_dim).transpose(1, 2)
-    if attn.norm_q is not None:
-        query = attn.norm_q(query)
-    if attn.norm_k is not None:
-        key = attn.norm_k(key)
-    hidden_states = F.scaled_dot_product_attention(
-        query, key, value, attn_mask=attention_mask, dropout_p=0.0, is_causal=False
-    )  # (B, heads, N, head_dim)
-    hidden_states = hidden_states.transpose(1, 2).reshape(batch_size, -1, attn.heads * head_dim)
-    hidden_states = hidden_states.to(query.dtype)
-    hidden_states = attn.to_out[0](hidden_states)
-    hidden_states = attn.to_out[1](hidden_states)
-    if input_ndim == 4:
-        hidden_states = hidden_states.transpose(-1, -2).reshape(batch_size, channel, height, width)
-    if attn.residual_connection:
-        hidden_states = hidden_states + residual
-    return hidden_states / attn.rescale_output_factor
+from melfusion.models.attention_processor import (
+    VISUAL_FEATURES,
+    KVHookAttnProcessor,
+    accepts_visual_features,
+    attention_with_kv_hook,
+)
 
 
 def decoder_attention_names(unet: UNet2DConditionModel, which: str) -> list[str]:
@@ -129,15 +74,26 @@ class SynapseMismatchError(ValueError):
     """The image LDM and the music LDM cannot be wired layer for layer."""
 
 
-@dataclass
-class _StepFeatures:
-    kv: Sequence[tuple[torch.Tensor, torch.Tensor]]  # per layer: K, V each (B_img, N_l, C_l)
-    image_index: torch.Tensor  # (B,) long: row -> image row in kv, -1 = no image for this row
-    text_mask: torch.Tensor | None  # (B, S) bool, True = valid text token
+class SynapseNotInstalledError(RuntimeError):
+    """The music UNet no longer runs the synapse's processors (something replaced them)."""
+
+
+@dataclass(frozen=True)
+class SynapseFeatures:
+    """The image features of one music UNet forward (``cross_attention_kwargs["visual_features"]``).
+
+    kv: per decoder layer (K, V), each (B_img, N_l, C_l). image_index: (B,) long, the image row of each row of
+    the UNet batch, -1 = no image (e.g. an unconditional CFG branch). text_mask: (B, S) bool valid-token mask,
+    or None (then read off the UNet's attention bias)."""
+
+    kv: Sequence[tuple[torch.Tensor, torch.Tensor]]
+    image_index: torch.Tensor
+    text_mask: torch.Tensor | None = None
 
 
 class SynapseAttnProcessor:
-    """Processor for decoder cross-attention layer ``layer`` of the music UNet (paper Eq. 5–6)."""
+    """Processor for decoder cross-attention layer ``layer`` of the music UNet (paper Eq. 5–6). Stateless: the
+    image features arrive with each call; α and the optional projection are read from ``synapse``."""
 
     def __init__(self, synapse: VisualSynapse, layer: int):
         self.synapse = synapse
@@ -150,22 +106,24 @@ class SynapseAttnProcessor:
         encoder_hidden_states: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
         temb: torch.Tensor | None = None,
-        *args,
-        **kwargs,
+        visual_features: SynapseFeatures | None = None,
     ) -> torch.Tensor:
-        hook = None if self.synapse.active_features is None else self._mix
-        return attention_with_kv_hook(attn, hidden_states, encoder_hidden_states, attention_mask, temb, hook)
+        if visual_features is None:
+            return attention_with_kv_hook(attn, hidden_states, encoder_hidden_states, attention_mask, temb)
+
+        def mix(key, value, mask_bias):
+            return self._mix(visual_features, key, value, mask_bias)
+
+        return attention_with_kv_hook(attn, hidden_states, encoder_hidden_states, attention_mask, temb, mix)
 
     def _mix(
-        self, key: torch.Tensor, value: torch.Tensor, mask_bias: torch.Tensor | None
+        self, feats: SynapseFeatures, key: torch.Tensor, value: torch.Tensor, mask_bias: torch.Tensor | None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        feats = self.synapse.active_features
-        assert feats is not None
         batch, seq, width = key.shape
         if feats.image_index.shape[0] != batch:
             raise ValueError(
                 f"visual synapse: image_index has {feats.image_index.shape[0]} rows but the UNet batch has "
-                f"{batch}; set_visual_features must describe every row of the batch"
+                f"{batch}; the features must describe every row of the batch"
             )
         valid = feats.text_mask
         if valid is None and mask_bias is not None:
@@ -231,6 +189,11 @@ class VisualSynapse(ModelMixin, ConfigMixin):
             init; not in the paper, see the module doc).
         image_timestep: read the image features at this image timestep for every music timestep (not in the
             paper, see the module doc); None = the music step's own timestep (paper).
+        image_inversion_steps: with ``image_timestep``, the steps of the DDIM inversion grid the features were
+            trained on (the trainer records it; inference inverts on the same grid). None: 50, the trainer's
+            default before it was recorded.
+        image_null_prompt_shape: shape (1, S, D) of the image LDM's stored null-prompt embedding ∅
+            (``store_image_null_prompt``), so inference needs no image text encoder; None: not stored.
     """
 
     config_name = "config.json"
@@ -244,6 +207,8 @@ class VisualSynapse(ModelMixin, ConfigMixin):
         rho: float = 5.0,
         image_projection: bool = False,
         image_timestep: int | None = None,
+        image_inversion_steps: int | None = None,
+        image_null_prompt_shape: list[int] | None = None,
     ):
         super().__init__()
         if alpha_sharing not in ("layer", "block", "global"):
@@ -252,6 +217,8 @@ class VisualSynapse(ModelMixin, ConfigMixin):
             raise ValueError(f"rho must be > 0, got {rho}")
         if image_timestep is not None and image_timestep < 0:
             raise ValueError(f"image_timestep must be >= 0 or None, got {image_timestep}")
+        if image_inversion_steps is not None and image_inversion_steps < 1:
+            raise ValueError(f"image_inversion_steps must be >= 1 or None, got {image_inversion_steps}")
         n_layers = len(layer_widths)
         blocks = list(layer_blocks) if layer_blocks is not None else list(range(n_layers))
         if len(blocks) != n_layers:
@@ -270,7 +237,9 @@ class VisualSynapse(ModelMixin, ConfigMixin):
         if image_projection:
             self.image_k_proj = torch.nn.ModuleList(_identity_linear(w) for w in layer_widths)
             self.image_v_proj = torch.nn.ModuleList(_identity_linear(w) for w in layer_widths)
-        self.active_features: _StepFeatures | None = None
+        # (1, S, D) or None; a persistent buffer once stored (old folders have none)
+        shape = image_null_prompt_shape
+        self.register_buffer("image_null_prompt_embeds", torch.zeros(*shape) if shape is not None else None)
 
     # -- construction ---------------------------------------------------------------------------------
     @classmethod
@@ -321,6 +290,20 @@ class VisualSynapse(ModelMixin, ConfigMixin):
         fixed = self.config.get("image_timestep")
         return timestep if fixed is None else torch.full_like(torch.as_tensor(timestep), int(fixed))
 
+    @property
+    def fixed_image_inversion_steps(self) -> int:
+        """The inversion grid of a fixed-image-timestep synapse (see ``image_inversion_steps``)."""
+        return int(self.config.get("image_inversion_steps") or 50)
+
+    # -- the image LDM's null prompt -------------------------------------------------------------------
+    @torch.no_grad()
+    def store_image_null_prompt(self, embeds: torch.Tensor) -> None:
+        """Keep the image LDM's null-prompt embedding ∅ (1, S, D) with the model (saved in its weights)."""
+        if embeds.dim() != 3 or embeds.shape[0] != 1:
+            raise ValueError(f"the null-prompt embedding must be (1, S, D), got {tuple(embeds.shape)}")
+        self.register_to_config(image_null_prompt_shape=list(embeds.shape))
+        self.image_null_prompt_embeds = embeds.detach().to(torch.float32).clone()
+
     # -- image projection (option) -------------------------------------------------------------------
     def project(
         self, layer: int, key: torch.Tensor, value: torch.Tensor
@@ -338,21 +321,25 @@ class VisualSynapse(ModelMixin, ConfigMixin):
 
     # -- wiring -----------------------------------------------------------------------------------------
     def install(self, unet: UNet2DConditionModel) -> None:
-        """Put a synapse processor on every decoder cross-attention layer of the music UNet."""
+        """Put a synapse processor on every decoder cross-attention layer of the music UNet, and on every
+        other layer one that takes (and ignores) ``visual_features`` unless its processor already does."""
         names = decoder_attention_names(unet, "attn2")
         check_compatible(decoder_layer_widths(unet, "attn2"), list(self.config.layer_widths))
-        procs = dict(unet.attn_processors)
+        procs = {
+            name: proc if accepts_visual_features(proc) else KVHookAttnProcessor()
+            for name, proc in unet.attn_processors.items()
+        }
         for i, name in enumerate(names):
             procs[name] = SynapseAttnProcessor(self, i)
         unet.set_attn_processor(procs)
 
     @staticmethod
     def remove(unet: UNet2DConditionModel) -> None:
-        """Restore stock processors on the decoder cross-attention layers."""
-        procs = dict(unet.attn_processors)
-        for name in decoder_attention_names(unet, "attn2"):
-            if isinstance(procs[name], SynapseAttnProcessor):
-                procs[name] = AttnProcessor2_0()
+        """Restore diffusers' stock processors wherever ``install`` put its own."""
+        procs = {
+            name: AttnProcessor2_0() if isinstance(p, SynapseAttnProcessor | KVHookAttnProcessor) else p
+            for name, p in unet.attn_processors.items()
+        }
         unet.set_attn_processor(procs)
 
     @staticmethod
@@ -360,34 +347,65 @@ class VisualSynapse(ModelMixin, ConfigMixin):
         procs = unet.attn_processors
         return any(isinstance(procs[n], SynapseAttnProcessor) for n in decoder_attention_names(unet, "attn2"))
 
-    def set_visual_features(
+    def check_installed(self, unet: UNet2DConditionModel) -> None:
+        """Raise :class:`SynapseNotInstalledError` (one line: the layer, the processor now there, the call that
+        puts it there and the fix) unless this synapse's processors run every decoder cross-attention layer
+        and every other layer takes ``visual_features``."""
+        procs = unet.attn_processors
+        decoder = decoder_attention_names(unet, "attn2")
+        for i, name in enumerate(decoder):
+            p = procs[name]
+            if not (isinstance(p, SynapseAttnProcessor) and p.synapse is self and p.layer == i):
+                raise SynapseNotInstalledError(_not_installed(name, p, "the image would be ignored"))
+        for name, p in procs.items():
+            if not accepts_visual_features(p):
+                raise SynapseNotInstalledError(_not_installed(name, p, "it cannot take the image features"))
+
+    def attention_kwargs(
         self,
         kv: Sequence[tuple[torch.Tensor, torch.Tensor]] | None,
         image_index: torch.Tensor | None = None,
         text_mask: torch.Tensor | None = None,
-    ) -> None:
-        """Features for the next music UNet forward(s).
+    ) -> dict[str, SynapseFeatures]:
+        """``cross_attention_kwargs`` entries for one music UNet forward: ``{"visual_features": ...}``, or {} for
+        ``kv=None`` (no image: the UNet then behaves as text-only).
 
         kv: per decoder layer (K, V), each (B_img, N_l, C_l), from a :class:`VisualGuidance` step.
-        image_index: (B,) long, the image row for each row of the music batch, -1 for none
-            (e.g. the unconditional CFG branch); default ``arange(B_img)``.
-        text_mask: (B, S) bool valid-token mask (optional; else read off the UNet's attention bias).
-        ``kv=None`` disables the synapse (the UNet then behaves as text-only)."""
+        image_index: (B,) long, the image row for each row of the music batch, -1 for none; default
+            ``arange(B_img)``. text_mask: (B, S) bool valid-token mask (optional)."""
         if kv is None:
-            self.active_features = None
-            return
+            return {}
         if len(kv) != self.num_layers:
             raise SynapseMismatchError(
                 f"got features for {len(kv)} decoder layers, the synapse has {self.num_layers}"
             )
         if image_index is None:
             image_index = torch.arange(kv[0][0].shape[0], device=kv[0][0].device)
-        if text_mask is not None:
-            text_mask = text_mask.bool()
-        self.active_features = _StepFeatures(kv, image_index.long(), text_mask)
+        mask = text_mask.bool() if text_mask is not None else None
+        return {VISUAL_FEATURES: SynapseFeatures(kv, image_index.long(), mask)}
 
-    def clear_visual_features(self) -> None:
-        self.active_features = None
+
+# processor class → the diffusers call that installs it (for the error when one replaced the synapse)
+_INSTALLED_BY = {
+    "XFormersAttnProcessor": "enable_xformers_memory_efficient_attention()",
+    "SlicedAttnProcessor": "enable_attention_slicing() / set_attention_slice()",
+    "FusedAttnProcessor2_0": "fuse_qkv_projections()",
+    "AttnProcessor2_0": "set_default_attn_processor() or set_attn_processor()",
+    "AttnProcessor": "set_default_attn_processor() or set_attn_processor()",
+}
+
+
+def _not_installed(name: str, processor: object, consequence: str) -> str:
+    cls = type(processor).__name__
+    if isinstance(processor, SynapseAttnProcessor):
+        cause = "set_attn_processor() with another synapse's processors"
+    else:
+        cause = _INSTALLED_BY.get(cls, "set_attn_processor()")
+    return (
+        f"the visual synapse is not installed on {name.removesuffix('.processor')} ({cls}, put there by "
+        f"{cause}), so {consequence}; call pipe.synapse.install(pipe.unet) afterwards (the synapse runs "
+        "PyTorch's scaled-dot-product attention and needs no xformers or slicing)"
+    )
 
 
 def _identity_linear(width: int) -> torch.nn.Linear:

@@ -16,6 +16,7 @@ import logging
 import math
 import os
 import shutil
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -34,15 +35,8 @@ from melfusion.data.cache import FeatureCache, fingerprint, model_fingerprint
 from melfusion.data.dataset import TripletDataset, collate_triplets
 from melfusion.data.manifest import read_manifest_with_problems
 from melfusion.errors import MelfusionInputError
+from melfusion.guidance.conditioner import InversionTrajectory
 from melfusion.guidance.preprocess import tensor_sha256
-from melfusion.guidance.visual_guidance import (
-    InversionTrajectory,
-    ddim_invert,
-    ddim_invert_batch,
-    encode_image_latent,
-    image_kv_at,
-    make_image_schedulers,
-)
 from melfusion.models.synapse import VisualSynapse
 from melfusion.pipelines.melfusion import MeLFusionPipeline
 from melfusion.training.config import ExperimentConfig, ModelConfig
@@ -69,11 +63,14 @@ class Denoiser(torch.nn.Module):
         image_kv: list[tuple[torch.Tensor, torch.Tensor]] | None,  # per layer (B_img, N_l, C_l); None = none
         image_index: torch.Tensor,  # (B,) row → image row, -1 = none
     ) -> torch.Tensor:
-        # The features stay set after forward: gradient checkpointing re-runs the UNet during backward and
-        # must see them again. The trainer clears them after the optimiser step.
-        self.synapse.set_visual_features(image_kv, image_index, text_mask)
+        self.synapse.check_installed(self.unet)
+        kwargs = self.synapse.attention_kwargs(image_kv, image_index, text_mask)
         return self.unet(
-            noisy, timesteps, encoder_hidden_states=text_states, encoder_attention_mask=text_mask
+            noisy,
+            timesteps,
+            encoder_hidden_states=text_states,
+            encoder_attention_mask=text_mask,
+            cross_attention_kwargs=kwargs or None,
         ).sample
 
 
@@ -190,6 +187,8 @@ def reinit_synapse(pipe: MeLFusionPipeline, config: ModelConfig) -> MeLFusionPip
         if config.alpha_init is None:  # keep the α values when they fit the new range
             alphas = old.alphas().detach()
             synapse.set_alphas(alphas.clamp(-0.99 / synapse.config.rho, 0.99 / synapse.config.rho))
+        if old.image_null_prompt_embeds is not None:
+            synapse.image_null_prompt_embeds = old.image_null_prompt_embeds.clone()
         if projection and old.image_k_proj is not None:
             synapse.image_k_proj.load_state_dict(old.image_k_proj.state_dict())
             synapse.image_v_proj.load_state_dict(old.image_v_proj.state_dict())
@@ -252,8 +251,11 @@ class MeLFusionTrainer(TrainLoopMixin):
             pipe.unet.enable_gradient_checkpointing()
         self.noise_scheduler = pipe.scheduler
         self.mel_config = mel_config_for(pipe)
-        _, self.inverse_scheduler = make_image_schedulers(pipe.image_scheduler.config)
-        self.null_image_embeds = pipe.null_image_prompt_embeds(device)
+        # The image branch: the same conditioner and grid spacing the pipeline samples with (Alg. 1 line 1)
+        self.conditioner = pipe.image_conditioner(device)
+        self.image_grid = self.conditioner.inversion_grid(t.inversion_steps)
+        if pipe.synapse.config.get("image_timestep") is not None:  # inference inverts on this same grid
+            pipe.synapse.register_to_config(image_inversion_steps=int(t.inversion_steps))
 
         # Data
         seconds = config.data.audio_seconds or pipe.default_audio_length_in_s
@@ -399,13 +401,13 @@ class MeLFusionTrainer(TrainLoopMixin):
         """Texts → (B, S, D) states and (B, S) mask; with the cache, per prompt (unpadded) then padded."""
         device = self.accelerator.device
         if not self.cache.enabled:
-            return self.pipe.encode_prompt(texts, device)
+            return self.pipe.encode_text(texts, device)
         items = []
         for text in texts:
             key = fingerprint(["text", text, self._fp_text])
             got = self.cache.get_text_states(key)
             if got is None:
-                states, mask = self.pipe.encode_prompt([text], device)
+                states, mask = self.pipe.encode_text([text], device)
                 got = (states[0].cpu(), mask[0].cpu())
                 self.cache.put_text_states(key, got[0], got[1].to(torch.uint8))
             items.append((got[0], got[1].bool()))
@@ -420,20 +422,12 @@ class MeLFusionTrainer(TrainLoopMixin):
     @torch.no_grad()
     def trajectory(self, pixels: torch.Tensor) -> InversionTrajectory:
         """(3, H, W) image → its DDIM inversion trajectory (memory + disk cache)."""
-        steps = self.config.train.inversion_steps
         key = self._trajectory_key(pixels)
         if key in self._trajectories:  # memoised only with caching on; off = Alg. 1 line 1 at every step
             return self._trajectories[key]
 
         def compute() -> dict[str, torch.Tensor]:
-            latent = encode_image_latent(self.pipe.image_vae, pixels[None])
-            traj = ddim_invert(
-                latent,
-                unet=self.pipe.image_unet,
-                inverse_scheduler=self.inverse_scheduler,
-                null_prompt_embeds=self.null_image_embeds,
-                num_inference_steps=steps,
-            )
+            (traj,) = self.conditioner.invert(self.conditioner.encode(pixels[None]), self.image_grid)
             return {"timesteps": traj.timesteps, "latents": traj.latents}
 
         item = (
@@ -445,9 +439,8 @@ class MeLFusionTrainer(TrainLoopMixin):
         return traj
 
     def _trajectory_key(self, pixels: torch.Tensor) -> str:
-        steps = self.config.train.inversion_steps
-        sched = {k: v for k, v in dict(self.inverse_scheduler.config).items() if not k.startswith("_")}
-        return fingerprint([tensor_sha256(pixels), self._fp_image, steps, sched])
+        sched = {k: v for k, v in dict(self.pipe.image_scheduler.config).items() if not k.startswith("_")}
+        return fingerprint([tensor_sha256(pixels), self._fp_image, self.image_grid.tolist(), sched])
 
     @torch.no_grad()
     def precompute(self, batch_size: int = 64) -> int:
@@ -473,14 +466,7 @@ class MeLFusionTrainer(TrainLoopMixin):
             computed = set(todo)
             if todo:
                 pixels = batch["pixel_values"][todo]
-                latent = encode_image_latent(self.pipe.image_vae, pixels)
-                trajs = ddim_invert_batch(
-                    latent,
-                    unet=self.pipe.image_unet,
-                    inverse_scheduler=self.inverse_scheduler,
-                    null_prompt_embeds=self.null_image_embeds,
-                    num_inference_steps=self.config.train.inversion_steps,
-                )
+                trajs = self.conditioner.invert(self.conditioner.encode(pixels), self.image_grid)
                 for i, traj in zip(todo, trajs):
                     self.cache.put(
                         "image_trajectory", keys[i], {"timesteps": traj.timesteps, "latents": traj.latents}
@@ -507,10 +493,7 @@ class MeLFusionTrainer(TrainLoopMixin):
     ) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """K^I, V^I of ε_ψ(z^I_t, ∅, t) for each row (Alg. 1 line 7), per layer (B, N_l, C_l)."""
         timesteps = self.pipe.synapse.image_timestep_for(timesteps)  # the music t, or the fixed option's
-        z = torch.stack(
-            [self.trajectory(px).latent_at(t[None])[0] for px, t in zip(pixel_values, timesteps.cpu())]
-        )
-        return image_kv_at(self.pipe.image_unet, z, timesteps, self.null_image_embeds)
+        return self.conditioner.features_on([self.trajectory(px) for px in pixel_values], timesteps)
 
     # ------------------------------------------------------------------------------------------ step
     def compute_loss(
@@ -556,9 +539,6 @@ class MeLFusionTrainer(TrainLoopMixin):
     # Training loop, checkpoints and resume: TrainLoopMixin (training/loop.py). Hooks used here:
     def _loop_model(self) -> torch.nn.Module:
         return self.model
-
-    def _after_optimizer_step(self) -> None:
-        self.pipe.synapse.clear_visual_features()  # kept through backward for gradient checkpointing
 
     def _after_sync_step(self, params: list[torch.nn.Parameter]) -> None:
         if self.ema is not None:
@@ -659,21 +639,14 @@ class MeLFusionTrainer(TrainLoopMixin):
         if acc.is_main_process:
             tmp = path.with_name(f".{path.name}.tmp")
             shutil.rmtree(tmp, ignore_errors=True)
-            with self._ema_weights() if use_ema else _null():
+            self.pipe.store_image_null_prompt()  # inference then needs no image text encoder
+            with self._ema_weights() if use_ema else nullcontext():
                 self.pipe.save_pretrained(tmp, safe_serialization=True)
             if path.exists():
                 shutil.rmtree(path)
             os.replace(tmp, path)
         acc.wait_for_everyone()
         return path
-
-
-class _null:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *exc):
-        return False
 
 
 def _save_spectrogram_png(audio: np.ndarray, mel: MelConfig, path: Path) -> None:

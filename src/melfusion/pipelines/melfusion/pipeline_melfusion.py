@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import math
+import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -13,22 +16,16 @@ from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
 
 from melfusion.errors import MelfusionInputError
+from melfusion.guidance.conditioner import ImageConditioner, normalize_capture
 from melfusion.guidance.preprocess import ImageInput, preprocess_image, tensor_sha256
-from melfusion.guidance.visual_guidance import (
-    CAPTURE_MODES,
-    GuidanceCache,
-    VisualGuidance,
-    compute_visual_guidance,
-    encode_image_latent,
-    make_image_schedulers,
-    schedule_key,
-    stack_guidance,
-)
+from melfusion.guidance.visual_guidance import GuidanceCache, VisualGuidance, stack_guidance
+from melfusion.models.attention_processor import VISUAL_FEATURES
 from melfusion.models.synapse import VisualSynapse
 from melfusion.models.vocoder import GriffinLimVocoder  # noqa: F401  (diffusers resolves saved components by module)
 
 MAX_AUDIO_SECONDS = 600.0
 MAX_STEPS = 1000
+OUTPUT_TYPES = ("np", "pt", "mel", "latent")
 
 
 @dataclass
@@ -53,8 +50,9 @@ class MeLFusionPipeline(DiffusionPipeline):
     r"""Text-to-music latent diffusion with a visual synapse (paper §3, Alg. 2).
 
     Components: the music LDM (``text_encoder``/``tokenizer``, ``unet``, audio ``vae``, ``vocoder``,
-    ``scheduler``), the frozen image LDM (``image_unet``, ``image_vae``, ``image_scheduler``,
-    ``image_text_encoder``/``image_tokenizer`` for the null prompt) and ``synapse`` (the learned α).
+    ``scheduler``), the frozen image LDM (``image_unet``, ``image_vae``, ``image_scheduler``; optional
+    ``image_text_encoder``/``image_tokenizer``, needed only for a model that does not store the image LDM's
+    null-prompt embedding) and ``synapse`` (the learned α).
 
     ``default_image_guidance_scale`` (saved in ``model_index.json``): the image guidance scale used when a
     call gives none. ``None`` (default, the paper's models) keeps the released code's two-branch CFG with the
@@ -62,6 +60,11 @@ class MeLFusionPipeline(DiffusionPipeline):
     """
 
     model_cpu_offload_seq = "text_encoder->image_text_encoder->image_vae->image_unet->unet->vae->vocoder"
+    _optional_components = ["image_text_encoder", "image_tokenizer"]
+    # The synapse's weights are read by the music UNet's processors, never through the synapse's own forward,
+    # so an offload hook would never bring them to the execution device: they stay there.
+    _exclude_from_cpu_offload = ["synapse"]
+    _callback_tensor_inputs = ["latents", "prompt_embeds", "negative_prompt_embeds"]
 
     def __init__(
         self,
@@ -74,9 +77,9 @@ class MeLFusionPipeline(DiffusionPipeline):
         image_unet: UNet2DConditionModel,
         image_vae: AutoencoderKL,
         image_scheduler: Any,
-        image_text_encoder: torch.nn.Module,
-        image_tokenizer: Any,
         synapse: VisualSynapse,
+        image_text_encoder: torch.nn.Module | None = None,
+        image_tokenizer: Any = None,
         default_image_guidance_scale: float | None = None,
     ):
         super().__init__()
@@ -97,10 +100,12 @@ class MeLFusionPipeline(DiffusionPipeline):
         self.register_to_config(default_image_guidance_scale=default_image_guidance_scale)
         self.vae_scale_factor = 2 ** (len(vae.config.block_out_channels) - 1)
         self.image_vae_scale_factor = 2 ** (len(image_vae.config.block_out_channels) - 1)
-        self.guidance_cache = GuidanceCache(max_items=8)
+        self.guidance_cache = GuidanceCache()
+        self._computed_null: torch.Tensor | None = None  # ∅ from the image text encoder (old folders)
+        self._interrupt = False
         synapse.install(unet)
 
-    # ------------------------------------------------------------------------------------------ helpers
+    # ------------------------------------------------------------------------------------------ properties
     @property
     def sample_rate(self) -> int:
         return vocoder_audio_params(self.vocoder)[0]
@@ -118,46 +123,101 @@ class MeLFusionPipeline(DiffusionPipeline):
         sr, hop = vocoder_audio_params(self.vocoder)
         return frames * hop / sr
 
+    @property
+    def interrupt(self) -> bool:
+        """Set ``pipe._interrupt = True`` (e.g. from ``callback_on_step_end``) to skip the remaining steps."""
+        return self._interrupt
+
     def _latent_frame_multiple(self) -> int:
         return 2 ** (len(self.unet.config.block_out_channels) - 1)
 
+    def _num_frames(self, audio_length_in_s: float) -> tuple[int, int]:
+        """(mel frames rounded up to what the VAE and UNet can take, exact waveform samples)."""
+        sr, hop = vocoder_audio_params(self.vocoder)
+        frames = math.ceil(audio_length_in_s * sr / hop)
+        multiple = self.vae_scale_factor * self._latent_frame_multiple()
+        return math.ceil(frames / multiple) * multiple, int(round(audio_length_in_s * sr))
+
+    def latent_shape(self, batch: int, audio_length_in_s: float) -> tuple[int, int, int, int]:
+        """(B, C, T', F') of the music latents for clips of ``audio_length_in_s``."""
+        frames, _ = self._num_frames(audio_length_in_s)
+        freq = self.unet.config.sample_size
+        freq = freq[1] if not isinstance(freq, int) else freq
+        return batch, int(self.unet.config.in_channels), frames // self.vae_scale_factor, int(freq)
+
+    # ------------------------------------------------------------------------------------------ checks
     def check_inputs(
         self,
-        prompts: list[str],
-        negative_prompts: list[str] | None,
-        num_images: int,
+        image: Any,
+        prompt: str | list[str] | None,
+        negative_prompt: str | list[str] | None,
         audio_length_in_s: float,
         num_inference_steps: int,
         guidance_scale: float,
         image_guidance_scale: float | None,
         num_waveforms_per_prompt: int,
-        capture: str,
+        guidance_capture: str,
+        image_inversion_steps: int | None = None,
+        output_type: str = "np",
+        use_image: bool = True,
+        prompt_embeds: torch.Tensor | None = None,
+        negative_prompt_embeds: torch.Tensor | None = None,
+        prompt_attention_mask: torch.Tensor | None = None,
+        negative_attention_mask: torch.Tensor | None = None,
+        latents: torch.Tensor | None = None,
+        callback_on_step_end_tensor_inputs: list[str] | None = None,
+        cross_attention_kwargs: dict[str, Any] | None = None,
     ) -> None:
-        if not prompts:
-            raise MelfusionInputError("no prompt given; pass a text description of the music")
-        for p in prompts:
-            if not isinstance(p, str) or not p.strip():
+        """Every check of a call, before any model runs: a :class:`MelfusionInputError` naming the problem."""
+        if (prompt is None) == (prompt_embeds is None):
+            raise MelfusionInputError("give exactly one of prompt and prompt_embeds")
+        if prompt is not None:
+            prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+            if not prompts:
+                raise MelfusionInputError("no prompt given; pass a text description of the music")
+            for p in prompts:
+                if not isinstance(p, str) or not p.strip():
+                    raise MelfusionInputError(
+                        "the text prompt is empty; describe the music, e.g. 'a calm piano piece'"
+                    )
+            n_prompts = len(prompts)
+        else:
+            n_prompts = _check_embeds("prompt_embeds", prompt_embeds, prompt_attention_mask)
+        if negative_prompt is not None and negative_prompt_embeds is not None:
+            raise MelfusionInputError("give at most one of negative_prompt and negative_prompt_embeds")
+        if isinstance(negative_prompt, list | tuple) and len(negative_prompt) != n_prompts:
+            raise MelfusionInputError(
+                f"{len(negative_prompt)} negative prompts for {n_prompts} prompts; give one or one per prompt"
+            )
+        if negative_prompt_embeds is not None:
+            n_neg = _check_embeds("negative_prompt_embeds", negative_prompt_embeds, negative_attention_mask)
+            if n_neg != n_prompts or (
+                prompt_embeds is not None and negative_prompt_embeds.shape[-1] != prompt_embeds.shape[-1]
+            ):
                 raise MelfusionInputError(
-                    "the text prompt is empty; describe the music, e.g. 'a calm piano piece'"
+                    f"negative_prompt_embeds {tuple(negative_prompt_embeds.shape)} does not match the "
+                    f"{n_prompts} prompts' embeddings; give one (S, D) row per prompt"
                 )
-        if negative_prompts is not None and len(negative_prompts) != len(prompts):
-            raise MelfusionInputError(
-                f"{len(negative_prompts)} negative prompts for {len(prompts)} prompts; give one or one per prompt"
-            )
-        if num_images not in (1, len(prompts)):
-            raise MelfusionInputError(
-                f"{num_images} images for {len(prompts)} prompts; give one image, or one per prompt"
-            )
+        if use_image:
+            if image is None:
+                raise MelfusionInputError("no image given; pass an image, or use_image=False for text only")
+            n_images = len(image) if isinstance(image, list | tuple) else 1
+            if n_images not in (1, n_prompts):
+                raise MelfusionInputError(
+                    f"{n_images} images for {n_prompts} prompts; give one image, or one per prompt"
+                )
         if not (isinstance(audio_length_in_s, int | float) and math.isfinite(audio_length_in_s)):
             raise MelfusionInputError(f"audio length must be a number of seconds, got {audio_length_in_s!r}")
         if not 0 < audio_length_in_s <= MAX_AUDIO_SECONDS:
             raise MelfusionInputError(
                 f"audio length {audio_length_in_s} s is out of range; use a value in (0, {MAX_AUDIO_SECONDS:g}]"
             )
-        if not isinstance(num_inference_steps, int) or not 1 <= num_inference_steps <= MAX_STEPS:
-            raise MelfusionInputError(
-                f"num_inference_steps must be an integer in [1, {MAX_STEPS}], got {num_inference_steps!r}"
-            )
+        for name, steps in (
+            ("num_inference_steps", num_inference_steps),
+            ("image_inversion_steps", image_inversion_steps),
+        ):
+            if steps is not None and (not isinstance(steps, int) or not 1 <= steps <= MAX_STEPS):
+                raise MelfusionInputError(f"{name} must be an integer in [1, {MAX_STEPS}], got {steps!r}")
         if not math.isfinite(guidance_scale) or guidance_scale < 0:
             raise MelfusionInputError(f"guidance scale must be >= 0, got {guidance_scale}")
         if image_guidance_scale is not None and (
@@ -168,11 +228,30 @@ class MeLFusionPipeline(DiffusionPipeline):
             raise MelfusionInputError(
                 f"num_waveforms_per_prompt must be >= 1, got {num_waveforms_per_prompt!r}"
             )
-        if capture not in CAPTURE_MODES:
-            raise MelfusionInputError(f"guidance_capture must be one of {CAPTURE_MODES}, got {capture!r}")
+        try:
+            normalize_capture(guidance_capture)
+        except ValueError as err:
+            raise MelfusionInputError(f"guidance_capture: {err}") from None
+        if output_type not in OUTPUT_TYPES:
+            raise MelfusionInputError(f"output_type must be one of {OUTPUT_TYPES}, got {output_type!r}")
+        if latents is not None:
+            shape = self.latent_shape(n_prompts * num_waveforms_per_prompt, audio_length_in_s)
+            if tuple(latents.shape) != shape:
+                raise MelfusionInputError(f"latents must have shape {shape}, got {tuple(latents.shape)}")
+        bad = [k for k in callback_on_step_end_tensor_inputs or () if k not in self._callback_tensor_inputs]
+        if bad:
+            raise MelfusionInputError(
+                f"callback_on_step_end_tensor_inputs {bad} are not offered; choose from {self._callback_tensor_inputs}"
+            )
+        if cross_attention_kwargs and VISUAL_FEATURES in cross_attention_kwargs:
+            raise MelfusionInputError(
+                f"cross_attention_kwargs[{VISUAL_FEATURES!r}] is set by the pipeline from the image; pass the image"
+            )
+        self.synapse.check_installed(self.unet)
 
+    # ------------------------------------------------------------------------------------------ text
     @torch.no_grad()
-    def encode_prompt(
+    def encode_text(
         self, prompts: list[str], device: torch.device, tokenizer: Any = None, text_encoder: Any = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Prompts → (B, S, D) token states and (B, S) bool mask (padding to the longest in the batch)."""
@@ -186,63 +265,199 @@ class MeLFusionPipeline(DiffusionPipeline):
         return states.to(self.unet.dtype), mask.bool()
 
     @torch.no_grad()
-    def null_image_prompt_embeds(self, device: torch.device) -> torch.Tensor:
-        """The image LDM's null-prompt embedding ε_ψ(·, ∅, ·) (1, S, D), padded to max length as SD does."""
-        tok = self.image_tokenizer(
-            [""],
-            padding="max_length",
-            truncation=True,
-            max_length=max_text_length(self.image_tokenizer, self.image_text_encoder),
-            return_tensors="pt",
+    def encode_prompt(
+        self,
+        prompt: str | list[str] | None,
+        device: torch.device,
+        num_waveforms_per_prompt: int = 1,
+        do_classifier_free_guidance: bool = False,
+        negative_prompt: str | list[str] | None = None,
+        prompt_embeds: torch.Tensor | None = None,
+        negative_prompt_embeds: torch.Tensor | None = None,
+        prompt_attention_mask: torch.Tensor | None = None,
+        negative_attention_mask: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """(prompt_embeds, mask, negative_prompt_embeds, negative_mask), each row repeated
+        ``num_waveforms_per_prompt`` times: embeddings (B·n, S, D), masks (B·n, S) bool. The negatives are
+        None without classifier-free guidance; with it both are padded to one length S. Given embeddings are
+        used as they are (masks default to all tokens valid); the negative default is the empty prompt."""
+        if prompt_embeds is None:
+            prompts = [prompt] if isinstance(prompt, str) else list(prompt or [])
+            prompt_embeds, prompt_attention_mask = self.encode_text(prompts, device)
+        prompt_embeds, prompt_attention_mask = _embeds_and_mask(
+            prompt_embeds, prompt_attention_mask, device, self.unet.dtype
         )
-        return self.image_text_encoder(input_ids=tok.input_ids.to(device))[0].to(self.image_unet.dtype)
+        n = prompt_embeds.shape[0]
+        if do_classifier_free_guidance:
+            if negative_prompt_embeds is None:
+                negatives = [negative_prompt] * n if isinstance(negative_prompt, str) else negative_prompt
+                negative_prompt_embeds, negative_attention_mask = self.encode_text(
+                    negatives or [""] * n, device
+                )
+            negative_prompt_embeds, negative_attention_mask = _embeds_and_mask(
+                negative_prompt_embeds, negative_attention_mask, device, self.unet.dtype
+            )
+            seq = max(prompt_embeds.shape[1], negative_prompt_embeds.shape[1])
+            prompt_embeds, prompt_attention_mask = _pad_to(prompt_embeds, prompt_attention_mask, seq)
+            negative_prompt_embeds, negative_attention_mask = _pad_to(
+                negative_prompt_embeds, negative_attention_mask, seq
+            )
+            negative_prompt_embeds = negative_prompt_embeds.repeat_interleave(num_waveforms_per_prompt, 0)
+            negative_attention_mask = negative_attention_mask.repeat_interleave(num_waveforms_per_prompt, 0)
+        else:
+            negative_prompt_embeds = negative_attention_mask = None
+        prompt_embeds = prompt_embeds.repeat_interleave(num_waveforms_per_prompt, 0)
+        prompt_attention_mask = prompt_attention_mask.repeat_interleave(num_waveforms_per_prompt, 0)
+        return prompt_embeds, prompt_attention_mask, negative_prompt_embeds, negative_attention_mask
+
+    # ------------------------------------------------------------------------------------------ image
+    @torch.no_grad()
+    def null_image_prompt_embeds(self, device: torch.device | str | None = None) -> torch.Tensor:
+        """The image LDM's null-prompt embedding ∅ (1, S, D): the one the model stores, else computed once with
+        the image text encoder (padded to max length, as SD does)."""
+        device = device or self._execution_device
+        stored = self.synapse.image_null_prompt_embeds
+        if stored is not None:
+            return stored.to(device=device, dtype=self.image_unet.dtype)
+        if self._computed_null is None:
+            if self.image_text_encoder is None or self.image_tokenizer is None:
+                raise MelfusionInputError(
+                    "this model stores no null-prompt embedding for its image LDM and has no image text "
+                    "encoder to compute it; load it with image_text_encoder=... and image_tokenizer=..., then "
+                    "pipe.store_image_null_prompt() and save_pretrained (melfusion convert does this)"
+                )
+            tok = self.image_tokenizer(
+                [""],
+                padding="max_length",
+                truncation=True,
+                max_length=max_text_length(self.image_tokenizer, self.image_text_encoder),
+                return_tensors="pt",
+            )
+            encoder_device = self.image_text_encoder.device
+            self._computed_null = self.image_text_encoder(input_ids=tok.input_ids.to(encoder_device))[0].cpu()
+        return self._computed_null.to(device=device, dtype=self.image_unet.dtype)
+
+    def store_image_null_prompt(self) -> None:
+        """Keep ∅ in the synapse's weights, so a saved folder needs no image text encoder at inference."""
+        self.synapse.store_image_null_prompt(self.null_image_prompt_embeds("cpu").float())
+
+    def image_conditioner(self, device: torch.device | str | None = None) -> ImageConditioner:
+        """The image branch as training sees it (:class:`ImageConditioner`), with the music scheduler's spacing."""
+        device = device or self._execution_device
+        return ImageConditioner(
+            self.image_unet,
+            self.image_vae,
+            self.image_scheduler.config,
+            self.null_image_prompt_embeds(device),
+            self.scheduler.config,
+            device=device,
+        )
+
+    def image_grid(
+        self, conditioner: ImageConditioner, timesteps: torch.Tensor, image_inversion_steps: int | None = None
+    ) -> torch.Tensor:
+        """Ascending image-branch grid: the music scheduler's own ``timesteps`` (paper), the trained grid of a
+        fixed-image-timestep synapse, or ``image_inversion_steps`` DDIM steps (each music step then reads the
+        nearest grid point)."""
+        if self.synapse.config.get("image_timestep") is not None:
+            return conditioner.inversion_grid(
+                image_inversion_steps or self.synapse.fixed_image_inversion_steps
+            )
+        if image_inversion_steps is None:
+            return conditioner.grid_from_timesteps(timesteps)
+        return conditioner.inversion_grid(image_inversion_steps)
 
     def visual_guidance(
         self,
         image: ImageInput,
-        num_inference_steps: int,
-        capture: str = "inversion",
+        num_inference_steps: int | None = None,
+        capture: str = "trajectory",
         progress: bool = True,
+        timesteps: torch.Tensor | None = None,
+        image_inversion_steps: int | None = None,
     ) -> VisualGuidance:
-        """Image → :class:`VisualGuidance` for this schedule, from the LRU cache when possible."""
+        """Image → :class:`VisualGuidance` for the music ``timesteps`` (default: the scheduler's for
+        ``num_inference_steps``), from ``guidance_cache`` when possible."""
+        capture = normalize_capture(capture)
         device = self._execution_device
+        if timesteps is None:
+            if num_inference_steps is None:
+                raise ValueError("give num_inference_steps or timesteps")
+            self.scheduler.set_timesteps(num_inference_steps, device=device)
+            timesteps = self.scheduler.timesteps
+        conditioner = self.image_conditioner(device)
+        grid = self.image_grid(conditioner, timesteps, image_inversion_steps)
+        image_t = self.synapse.config.get("image_timestep")
         pixels = preprocess_image(image, *self.image_resolution)
-        # A synapse that reads one fixed image timestep needs the inversion only up to it.
-        stop_at = self.synapse.config.get("image_timestep") if capture == "inversion" else None
+        image_cfg = {k: v for k, v in self.image_scheduler.config.items() if not k.startswith("_")}
         key = (
             tensor_sha256(pixels),
-            schedule_key(self.scheduler.config, num_inference_steps, capture),
-            stop_at,
+            tuple(grid.tolist()),
+            capture,
+            image_t,
+            json.dumps(image_cfg, sort_keys=True, default=str),
             id(self.image_unet),
             id(self.image_vae),
-            str(device),
         )
         cached = self.guidance_cache.get(key)
         if cached is not None:
             return cached
-        forward, inverse = make_image_schedulers(self.image_scheduler.config, self.scheduler.config)
-        latent = encode_image_latent(self.image_vae, pixels)
-        guidance = compute_visual_guidance(
-            latent,
-            unet=self.image_unet,
-            scheduler=forward,
-            inverse_scheduler=inverse,
-            null_prompt_embeds=self.null_image_prompt_embeds(device),
-            num_inference_steps=num_inference_steps,
+        guidance = conditioner.guidance(
+            conditioner.encode(pixels),
+            grid,
             capture=capture,
-            progress=progress,
-            stop_at_timestep=stop_at,
+            image_timestep=image_t,
+            progress=progress and not getattr(self, "_progress_bar_config", {}).get("disable", False),
         )
         guidance.meta["image_sha256"] = key[0]
         self.guidance_cache.put(key, guidance)
         return guidance
 
-    def _num_frames(self, audio_length_in_s: float) -> tuple[int, int]:
-        """(mel frames rounded up to what the VAE and UNet can take, exact waveform samples)."""
-        sr, hop = vocoder_audio_params(self.vocoder)
-        frames = math.ceil(audio_length_in_s * sr / hop)
-        multiple = self.vae_scale_factor * self._latent_frame_multiple()
-        return math.ceil(frames / multiple) * multiple, int(round(audio_length_in_s * sr))
+    def prepare_visual_guidance(
+        self,
+        images: list[ImageInput],
+        n_prompts: int,
+        num_waveforms_per_prompt: int,
+        timesteps: torch.Tensor,
+        capture: str,
+        image_inversion_steps: int | None,
+        progress: bool,
+    ) -> tuple[list[VisualGuidance], torch.Tensor]:
+        """One :class:`VisualGuidance` per distinct image, and (B·n,) the image row of each sample."""
+        guidances: list[VisualGuidance] = []
+        rows = torch.full((n_prompts * num_waveforms_per_prompt,), -1, dtype=torch.long)
+        seen: dict[str, int] = {}
+        per_prompt = images if len(images) == n_prompts else images * n_prompts
+        for p, img in enumerate(per_prompt):
+            g = self.visual_guidance(
+                img,
+                capture=capture,
+                progress=progress,
+                timesteps=timesteps,
+                image_inversion_steps=image_inversion_steps,
+            )
+            h = g.meta["image_sha256"]
+            if h not in seen:
+                seen[h] = len(guidances)
+                guidances.append(g)
+            rows[p * num_waveforms_per_prompt : (p + 1) * num_waveforms_per_prompt] = seen[h]
+        return guidances, rows.to(self._execution_device)
+
+    # ------------------------------------------------------------------------------------------ latents
+    def prepare_latents(
+        self,
+        batch_size: int,
+        audio_length_in_s: float,
+        dtype: torch.dtype,
+        device: torch.device,
+        generator: torch.Generator | list[torch.Generator] | None,
+        latents: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Initial noise (B, C, T', F') scaled by the scheduler's ``init_noise_sigma``."""
+        shape = self.latent_shape(batch_size, audio_length_in_s)
+        if latents is None:
+            latents = randn_tensor(shape, generator=generator, device=device, dtype=dtype)
+        return latents.to(device=device, dtype=dtype) * self.scheduler.init_noise_sigma
 
     def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
         """(B, C, T', F') latents → (B, 1, T, n_mels) log-mel spectrogram."""
@@ -257,8 +472,8 @@ class MeLFusionPipeline(DiffusionPipeline):
     @torch.no_grad()
     def __call__(
         self,
-        image: ImageInput | list[ImageInput],
-        prompt: str | list[str],
+        image: ImageInput | list[ImageInput] | None = None,
+        prompt: str | list[str] | None = None,
         negative_prompt: str | list[str] | None = None,
         audio_length_in_s: float | None = None,
         num_inference_steps: int = 50,
@@ -268,166 +483,184 @@ class MeLFusionPipeline(DiffusionPipeline):
         generator: torch.Generator | list[torch.Generator] | None = None,
         latents: torch.Tensor | None = None,
         output_type: str = "np",
-        guidance_capture: str = "inversion",
+        guidance_capture: str = "trajectory",
         image_inversion_steps: int | None = None,
         use_image: bool = True,
         use_text: bool = True,
         progress: bool = True,
         seed: int | None = None,
-    ) -> MeLFusionPipelineOutput:
+        prompt_embeds: torch.Tensor | None = None,
+        negative_prompt_embeds: torch.Tensor | None = None,
+        prompt_attention_mask: torch.Tensor | None = None,
+        negative_attention_mask: torch.Tensor | None = None,
+        return_dict: bool = True,
+        callback_on_step_end: Callable[[Any, int, torch.Tensor, dict], dict] | None = None,
+        callback_on_step_end_tensor_inputs: list[str] | None = None,
+        cross_attention_kwargs: dict[str, Any] | None = None,
+    ) -> MeLFusionPipelineOutput | tuple:
         r"""Generate music for each (image, prompt).
 
         Args:
             image: one image (path, PIL, array) shared by all prompts, or one per prompt.
-            prompt / negative_prompt: text; ``negative_prompt`` fills the unconditional CFG branch.
+            prompt / negative_prompt: text; ``negative_prompt`` fills the unconditional CFG branch (it acts only
+                with guidance: a warning says when it cannot).
             audio_length_in_s: clip length (default: the UNet's training length).
             guidance_scale: text CFG scale s_t (paper: 7).
             image_guidance_scale: if set, three CFG branches as in InstructPix2Pix:
                 ε = ε(∅, no image) + s_t·(ε(text, no image) − ε(∅, no image)) + s_i·(ε(text, image) − ε(text, no image)).
                 ``None``: the model's ``default_image_guidance_scale``; when that is ``None`` too, the image is
                 injected in both CFG branches (the released code's behaviour).
-            image_inversion_steps: steps of the image branch (default: ``num_inference_steps``, one capture
-                per music step). Fewer steps cut the image cost proportionally; each music step then uses the
-                capture at the nearest timestep.
-            guidance_capture: "inversion" (K/V captured during DDIM inversion, N image UNet calls) or
-                "reverse" (separate reverse pass from z_T as in Alg. 2, 2N calls).
+            guidance_capture: how the image features are computed (:mod:`melfusion.guidance.conditioner`):
+                "trajectory" (default; ε_ψ(z^I_t, ∅, t) on the inverted trajectory, what training feeds),
+                "inversion-lagged" (the K/V the inversion pass itself records, ε_ψ(z^I_{t_prev}, ∅, t): half the
+                image UNet calls, not the training features) or "reverse" (a second DDIM pass from z^I_T).
+            image_inversion_steps: steps of the image branch (default: the music scheduler's own timesteps, or
+                the grid a fixed-image-timestep model was trained on). Fewer steps cut the image cost; each
+                music step then reads the nearest grid point.
             use_image: False runs the same UNet text-only (synapse disabled): the ablation baseline.
             use_text: False replaces every prompt by "" (the token of training's text dropout): the
                 image-only ablation (paper Table 4). The prompts must still be given (they are recorded).
+            prompt_embeds / negative_prompt_embeds: (B, S, D) text states instead of ``prompt`` /
+                ``negative_prompt``, with optional (B, S) ``prompt_attention_mask`` / ``negative_attention_mask``.
             output_type: "np" (waveforms), "pt", "mel" or "latent".
+            return_dict: False returns ``(audios,)``.
+            callback_on_step_end: ``f(pipe, i, t, tensors) -> dict`` after each step; ``tensors`` holds the
+                names in ``callback_on_step_end_tensor_inputs`` (default ``["latents"]``); returned entries
+                replace them.
+            cross_attention_kwargs: passed to the music UNet's attention processors (the pipeline adds the
+                synapse's ``visual_features``).
             seed: recorded in ``parameters`` (use ``generator`` for the randomness itself).
         """
-        # 1. Check and normalise inputs
-        prompts = [prompt] if isinstance(prompt, str) else list(prompt)
-        images = image if isinstance(image, list | tuple) else [image]
-        negatives = None
-        if negative_prompt is not None:
-            negatives = (
-                [negative_prompt] * len(prompts)
-                if isinstance(negative_prompt, str)
-                else list(negative_prompt)
-            )
+        # 0. Defaults
         if audio_length_in_s is None:
             audio_length_in_s = self.default_audio_length_in_s
         if image_guidance_scale is None:
             image_guidance_scale = self.config.get("default_image_guidance_scale")
+        tensor_inputs = list(callback_on_step_end_tensor_inputs or ["latents"])
+
+        # 1. Check inputs (nothing runs before every argument is known to be usable)
         self.check_inputs(
-            prompts,
-            negatives,
-            len(images),
-            audio_length_in_s,
-            num_inference_steps,
-            guidance_scale,
-            image_guidance_scale,
-            num_waveforms_per_prompt,
-            guidance_capture,
-        )
-        given_prompts = prompts
-        if not use_text:
-            prompts = [""] * len(prompts)
-        image_steps = num_inference_steps if image_inversion_steps is None else image_inversion_steps
-        if not isinstance(image_steps, int) or not 1 <= image_steps <= MAX_STEPS:
-            raise MelfusionInputError(
-                f"image_inversion_steps must be an integer in [1, {MAX_STEPS}], got {image_steps!r}"
-            )
-        if output_type not in ("np", "pt", "mel", "latent"):
-            raise MelfusionInputError(
-                f"output_type must be 'np', 'pt', 'mel' or 'latent', got {output_type!r}"
+            image, prompt, negative_prompt, audio_length_in_s, num_inference_steps, guidance_scale,
+            image_guidance_scale, num_waveforms_per_prompt, guidance_capture, image_inversion_steps,
+            output_type, use_image, prompt_embeds, negative_prompt_embeds, prompt_attention_mask,
+            negative_attention_mask, latents, tensor_inputs, cross_attention_kwargs,
+        )  # fmt: skip
+        capture = normalize_capture(guidance_capture)
+        three_way = image_guidance_scale is not None and use_image
+        do_cfg = guidance_scale > 1.0
+        self._interrupt = False
+        negative_given = negative_prompt is not None or negative_prompt_embeds is not None
+        if negative_given and (guidance_scale == 1.0 if three_way else not do_cfg):
+            warnings.warn(
+                f"the negative prompt has no effect at guidance_scale={guidance_scale:g} (it fills the "
+                "unconditional branch, whose weight is 1 − guidance_scale); use guidance_scale > 1",
+                stacklevel=2,
             )
         device = self._execution_device
-        n_prompts = len(prompts)
+        prompts = None if prompt is None else ([prompt] if isinstance(prompt, str) else list(prompt))
+        n_prompts = len(prompts) if prompts is not None else prompt_embeds.shape[0]
         batch = n_prompts * num_waveforms_per_prompt
-        do_cfg = guidance_scale > 1.0
-        three_way = image_guidance_scale is not None and use_image
 
-        # 2. Encode text: rows [uncond..., cond...] per branch
-        cond, cond_mask = self.encode_prompt(prompts, device)
-        cond = cond.repeat_interleave(num_waveforms_per_prompt, 0)
-        cond_mask = cond_mask.repeat_interleave(num_waveforms_per_prompt, 0)
-        if do_cfg or three_way:
-            uncond, uncond_mask = self.encode_prompt(negatives or [""] * n_prompts, device)
-            uncond = uncond.repeat_interleave(num_waveforms_per_prompt, 0)
-            uncond_mask = uncond_mask.repeat_interleave(num_waveforms_per_prompt, 0)
-            seq = max(cond.shape[1], uncond.shape[1])
-            cond, cond_mask = _pad_to(cond, cond_mask, seq)
-            uncond, uncond_mask = _pad_to(uncond, uncond_mask, seq)
+        # 2. Encode text (``use_text=False``: every prompt becomes "", training's text-dropout token)
+        given_prompts = prompts
+        if not use_text:
+            prompts, prompt_embeds, prompt_attention_mask = [""] * n_prompts, None, None
+        prompt_embeds, prompt_mask, negative_prompt_embeds, negative_mask = self.encode_prompt(
+            prompts, device, num_waveforms_per_prompt, do_cfg or three_way, negative_prompt,
+            prompt_embeds, negative_prompt_embeds, prompt_attention_mask, negative_attention_mask,
+        )  # fmt: skip
 
-        # 3. Image branch: inversion + K/V capture, once per distinct image (cached)
+        # 3. Timesteps
+        self.scheduler.set_timesteps(num_inference_steps, device=device)
+        timesteps = self.scheduler.timesteps
+
+        # 4. Image branch (Alg. 2 lines 1 and 6): features once per distinct image, on the music timesteps
         guidances: list[VisualGuidance] = []
         image_rows = torch.full((batch,), -1, dtype=torch.long, device=device)
         if use_image:
-            hashes: dict[str, int] = {}
-            per_prompt = images if len(images) == n_prompts else images * n_prompts
-            for p, img in enumerate(per_prompt):
-                g = self.visual_guidance(img, image_steps, guidance_capture, progress)
-                h = g.meta["image_sha256"]
-                if h not in hashes:
-                    hashes[h] = len(guidances)
-                    guidances.append(g)
-                image_rows[p * num_waveforms_per_prompt : (p + 1) * num_waveforms_per_prompt] = hashes[h]
-            guidances = [g.to(device=device, dtype=self.unet.dtype) for g in guidances]
-        no_image = torch.full_like(image_rows, -1)
+            images = list(image) if isinstance(image, list | tuple) else [image]
+            guidances, image_rows = self.prepare_visual_guidance(
+                images,
+                n_prompts,
+                num_waveforms_per_prompt,
+                timesteps,
+                capture,
+                image_inversion_steps,
+                progress,
+            )
 
-        # Branch layout of the UNet batch and the image row of each branch
-        if three_way:
-            text_states = torch.cat([uncond, cond, cond])
-            text_mask = torch.cat([uncond_mask, cond_mask, cond_mask])
+        # 5. CFG branch layout: the UNet batch is [branch 0 rows, branch 1 rows, ...]
+        no_image = torch.full_like(image_rows, -1)
+        if three_way:  # (∅, no image), (text, no image), (text, image)
             row_images = torch.cat([no_image, no_image, image_rows])
-        elif do_cfg:
-            text_states = torch.cat([uncond, cond])
-            text_mask = torch.cat([uncond_mask, cond_mask])
+        elif do_cfg:  # the released code: the image in both branches
             row_images = torch.cat([image_rows, image_rows])
         else:
-            text_states, text_mask, row_images = cond, cond_mask, image_rows
+            row_images = image_rows
+
+        def text_batch() -> tuple[torch.Tensor, torch.Tensor]:
+            if three_way:
+                return (
+                    torch.cat([negative_prompt_embeds, prompt_embeds, prompt_embeds]),
+                    torch.cat([negative_mask, prompt_mask, prompt_mask]),
+                )
+            if do_cfg:
+                return torch.cat([negative_prompt_embeds, prompt_embeds]), torch.cat(
+                    [negative_mask, prompt_mask]
+                )
+            return prompt_embeds, prompt_mask
+
+        text_states, text_mask = text_batch()
         n_branches = text_states.shape[0] // batch
 
-        # 4. Timesteps and initial latents
-        self.scheduler.set_timesteps(num_inference_steps, device=device)
-        timesteps = self.scheduler.timesteps
-        frames, num_samples = self._num_frames(audio_length_in_s)
-        freq = self.unet.config.sample_size
-        freq = freq[1] if not isinstance(freq, int) else freq
-        shape = (batch, self.unet.config.in_channels, frames // self.vae_scale_factor, int(freq))
-        if latents is None:
-            latents = randn_tensor(shape, generator=generator, device=device, dtype=self.unet.dtype)
-        elif tuple(latents.shape) != shape:
-            raise MelfusionInputError(f"latents must have shape {shape}, got {tuple(latents.shape)}")
-        latents = latents.to(device) * self.scheduler.init_noise_sigma
+        # 6. Initial latents
+        latents = self.prepare_latents(batch, audio_length_in_s, self.unet.dtype, device, generator, latents)
 
-        # 5. Denoising loop (Alg. 2 lines 4–10)
+        # 7. Denoising loop (Alg. 2 lines 4–10)
         extra = {"generator": generator} if "generator" in _step_params(self.scheduler) else {}
-        try:
-            with self.progress_bar(total=len(timesteps)) as bar:
-                for t in timesteps:
-                    if guidances:
-                        self.synapse.set_visual_features(
-                            stack_guidance(guidances, self.synapse.image_timestep_for(t)),
-                            row_images,
-                            text_mask,
-                        )
-                    else:
-                        self.synapse.set_visual_features(None)
-                    model_in = torch.cat([latents] * n_branches) if n_branches > 1 else latents
-                    model_in = self.scheduler.scale_model_input(model_in, t)
-                    out = self.unet(
-                        model_in, t, encoder_hidden_states=text_states, encoder_attention_mask=text_mask
-                    ).sample
-                    if three_way:
-                        e_u, e_t, e_ti = out.chunk(3)
-                        out = e_u + guidance_scale * (e_t - e_u) + image_guidance_scale * (e_ti - e_t)
-                    elif do_cfg:
-                        e_u, e_c = out.chunk(2)
-                        out = e_u + guidance_scale * (e_c - e_u)
-                    latents = self.scheduler.step(out, t, latents, **extra).prev_sample
-                    bar.update()
-        finally:
-            self.synapse.clear_visual_features()
+        self._num_timesteps = len(timesteps)
+        with self.progress_bar(total=len(timesteps)) as bar:
+            for i, t in enumerate(timesteps):
+                if self.interrupt:
+                    continue
+                attn_kwargs = dict(cross_attention_kwargs or {})
+                if guidances:
+                    kv = stack_guidance(guidances, self.synapse.image_timestep_for(t))
+                    kv = [(k.to(device, self.unet.dtype), v.to(device, self.unet.dtype)) for k, v in kv]
+                    attn_kwargs.update(self.synapse.attention_kwargs(kv, row_images, text_mask))
+                model_in = torch.cat([latents] * n_branches) if n_branches > 1 else latents
+                model_in = self.scheduler.scale_model_input(model_in, t)
+                noise_pred = self.unet(
+                    model_in,
+                    t,
+                    encoder_hidden_states=text_states,
+                    encoder_attention_mask=text_mask,
+                    cross_attention_kwargs=attn_kwargs or None,
+                ).sample
+                noise_pred = self.combine_guidance(
+                    noise_pred, three_way, do_cfg, guidance_scale, image_guidance_scale
+                )
+                latents = self.scheduler.step(noise_pred, t, latents, **extra).prev_sample
+                if callback_on_step_end is not None:
+                    scope = {
+                        "latents": latents,
+                        "prompt_embeds": prompt_embeds,
+                        "negative_prompt_embeds": negative_prompt_embeds,
+                    }
+                    out = callback_on_step_end(self, i, t, {k: scope[k] for k in tensor_inputs}) or {}
+                    latents = out.pop("latents", latents)
+                    if out:
+                        prompt_embeds = out.pop("prompt_embeds", prompt_embeds)
+                        negative_prompt_embeds = out.pop("negative_prompt_embeds", negative_prompt_embeds)
+                        text_states, text_mask = text_batch()
+                bar.update()
 
-        # 6. Decode: latent → mel → waveform (Alg. 2 lines 11–12)
+        # 8. Decode: latent → mel → waveform (Alg. 2 lines 11–12)
         params = {
             "pipeline": type(self).__name__,
             "prompt": given_prompts,
-            "negative_prompt": negatives,
+            "prompt_embeds": given_prompts is None,
+            "negative_prompt": negative_prompt,
             "use_text": use_text,
             "image_sha256": [g.meta["image_sha256"] for g in guidances],
             "audio_length_in_s": float(audio_length_in_s),
@@ -436,25 +669,66 @@ class MeLFusionPipeline(DiffusionPipeline):
             "image_guidance_scale": image_guidance_scale,
             "num_waveforms_per_prompt": num_waveforms_per_prompt,
             "scheduler": type(self.scheduler).__name__,
-            "guidance_capture": guidance_capture,
-            "image_inversion_steps": image_steps if use_image else None,
+            "guidance_capture": capture,
+            "image_inversion_steps": image_inversion_steps if use_image else None,
+            "image_grid_size": len(guidances[0].meta["grid"]) if guidances else None,
             "use_image": use_image,
             "seed": seed,
             "alphas": [round(float(a), 6) for a in self.synapse.alphas()],
         }
-        sr = self.sample_rate
+        audio = self.decode_output(latents, audio_length_in_s, output_type)
+        self.maybe_free_model_hooks()
+        if not return_dict:
+            return (audio,)
+        return MeLFusionPipelineOutput(audios=audio, sample_rate=self.sample_rate, parameters=params)
+
+    @staticmethod
+    def combine_guidance(
+        noise_pred: torch.Tensor,
+        three_way: bool,
+        do_cfg: bool,
+        guidance_scale: float,
+        image_guidance_scale: float | None,
+    ) -> torch.Tensor:
+        """The branches' predictions → one: three-branch (image guidance), two-branch CFG, or as is."""
+        if three_way:
+            e_u, e_t, e_ti = noise_pred.chunk(3)
+            return e_u + guidance_scale * (e_t - e_u) + image_guidance_scale * (e_ti - e_t)
+        if do_cfg:
+            e_u, e_c = noise_pred.chunk(2)
+            return e_u + guidance_scale * (e_c - e_u)
+        return noise_pred
+
+    def decode_output(self, latents: torch.Tensor, audio_length_in_s: float, output_type: str):
+        """Latents → the requested output: latents, log-mel, or waveforms (B, samples) kept in [-1, 1]."""
         if output_type == "latent":
-            return MeLFusionPipelineOutput(audios=latents, sample_rate=sr, parameters=params)
+            return latents
         mel = self.decode_latents(latents)
         if output_type == "mel":
-            return MeLFusionPipelineOutput(audios=mel, sample_rate=sr, parameters=params)
-        audio = self.mel_to_waveform(mel)[:, :num_samples]
+            return mel
+        audio = self.mel_to_waveform(mel)[:, : self._num_frames(audio_length_in_s)[1]]
         peak = audio.abs().amax(dim=-1, keepdim=True)  # (B, 1): keep the documented [-1, 1] range
         audio = torch.where(peak > 1.0, audio * (0.99 / peak.clamp_min(1e-12)), audio)
-        self.maybe_free_model_hooks()
-        if output_type == "np":
-            audio = audio.cpu().numpy()
-        return MeLFusionPipelineOutput(audios=audio, sample_rate=sr, parameters=params)
+        return audio.cpu().numpy() if output_type == "np" else audio
+
+
+def _check_embeds(name: str, embeds: Any, mask: Any) -> int:
+    """Rows of a (B, S, D) embedding tensor with an optional (B, S) mask; MelfusionInputError otherwise."""
+    if not isinstance(embeds, torch.Tensor) or embeds.dim() != 3:
+        raise MelfusionInputError(f"{name} must be a (batch, tokens, width) tensor")
+    if mask is not None and (
+        not isinstance(mask, torch.Tensor) or tuple(mask.shape) != tuple(embeds.shape[:2])
+    ):
+        raise MelfusionInputError(f"the attention mask of {name} must be a (batch, tokens) tensor")
+    return int(embeds.shape[0])
+
+
+def _embeds_and_mask(
+    embeds: torch.Tensor, mask: torch.Tensor | None, device: torch.device, dtype: torch.dtype
+) -> tuple[torch.Tensor, torch.Tensor]:
+    if mask is None:
+        mask = torch.ones(embeds.shape[:2], dtype=torch.bool)
+    return embeds.to(device=device, dtype=dtype), mask.to(device).bool()
 
 
 def max_text_length(tokenizer: Any, text_encoder: Any) -> int:
