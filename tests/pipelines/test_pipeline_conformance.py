@@ -124,6 +124,7 @@ def test_removed_synapse_is_refused_before_generation(tiny_pipe):
     tiny_pipe.enable_attention_slicing()
     with pytest.raises(SynapseNotInstalledError, match=r"enable_attention_slicing\(\)"):
         tiny_pipe(make_image(), "calm", **KW)
+    tiny_pipe(make_image(), "calm", use_image=False, **KW)  # text only needs no synapse
     tiny_pipe.synapse.install(tiny_pipe.unet)
     tiny_pipe(make_image(), "calm", **KW)
     with pytest.raises(MelfusionInputError, match="visual_features"):
@@ -185,3 +186,25 @@ def test_image_progress_bar_follows_set_progress_bar_config(tiny_pipe, capsys):
     tiny_pipe(make_image(), "calm", **KW)
     assert "image branch" in capsys.readouterr().err
     assert np.isfinite(tiny_pipe(make_image(), "calm", num_inference_steps=2).audios).all()
+
+
+def test_one_image_is_computed_once_per_call_even_without_a_cache(tiny_pipe):
+    tiny_pipe.guidance_cache = GuidanceCache(max_bytes=0)
+    calls = []
+    hook = tiny_pipe.image_vae.encoder.register_forward_pre_hook(lambda *_: calls.append("encode"))
+    tiny_pipe(
+        [make_image(0), make_image(0), make_image(1)], ["a", "b", "c"], num_waveforms_per_prompt=2, **KW
+    )
+    hook.remove()
+    assert calls.count("encode") == 2  # two distinct images
+
+
+def test_storing_the_null_prompt_keeps_one_already_stored(tiny_pipe):
+    tiny_pipe.synapse.store_image_null_prompt(torch.full((1, 3, 4), 0.123456789))
+    tiny_pipe.store_image_null_prompt()
+    assert torch.equal(tiny_pipe.synapse.image_null_prompt_embeds, torch.full((1, 3, 4), 0.123456789))
+
+
+def test_more_steps_than_the_scheduler_has_is_a_clear_error(tiny_pipe):
+    with pytest.raises(MelfusionInputError, match="more than this scheduler can take"):
+        tiny_pipe(make_image(), "calm", num_inference_steps=1000, **{"output_type": "latent"})

@@ -271,5 +271,5 @@ def test_fixed_image_timestep_feeds_the_trained_features_at_every_step(tiny_pipe
     torch.testing.assert_close(seen[0], want, rtol=1e-4, atol=1e-5)
     assert len(calls) == 16 + 1  # inversion up to 301, one feature call
     assert out.parameters["image_grid_size"] == 50
-    fixed.register_to_config(image_inversion_steps=10)  # a model trained on another grid inverts on it
-    assert len(tiny_pipe.visual_guidance(make_image(), STEPS, progress=False).meta["grid"]) == 10
+    fixed.register_to_config(image_inversion_grid=[5, 150, 290, 700])  # a model trained on another grid
+    assert tiny_pipe.visual_guidance(make_image(), STEPS, progress=False).meta["grid"] == [5, 150, 290, 700]

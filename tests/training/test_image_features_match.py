@@ -35,7 +35,7 @@ def test_training_features_equal_sampling_features(manifest, tmp_path, predictio
     pipe.image_vae.double()
     trainer.conditioner = pipe.image_conditioner("cpu")  # as the trainer builds it, on the new image LDM
     if image_timestep is not None:
-        assert pipe.synapse.config.image_inversion_steps == 10  # recorded for inference
+        assert pipe.synapse.config.image_inversion_grid == trainer.image_grid.tolist()  # recorded for inference
 
     record = trainer.train_set.records[0]
     pixels = trainer.train_set[0]["pixel_values"]

@@ -12,7 +12,7 @@ off the grid, as in training, where t is drawn from [0, T)).
 - Per-step models (the paper): the grid is the music scheduler's own timesteps, so every music step t reads
   ε_ψ(z^I_t, ∅, t) at that very t, whatever the scheduler (DDIM, DDPM, DPM-Solver++).
 - A synapse that records one image timestep t_I reads ε_ψ(z^I_{t_I}, ∅, t_I) at every step; its grid is the
-  one it was trained with (``VisualSynapse.config.image_inversion_steps``), inverted only up to t_I.
+  one it was trained with (``VisualSynapse.config.image_inversion_grid``), inverted only up to t_I.
 
 The inversion runs on arbitrary integer grids (a DPM-Solver++ grid is not DDIM's), with the DDIM update of
 diffusers' ``DDIMScheduler`` / ``DDIMInverseScheduler`` (identical to them on their own grids; tested).
@@ -223,11 +223,14 @@ class ImageConditioner:
         store_dtype: torch.dtype | None = None,
         batch_size: int = 8,
         progress: bool = True,
+        store_device: torch.device | str | None = None,
     ) -> VisualGuidance:
         """All the features one sampling run needs, for one image latent (1, C, h, w).
 
         ``grid``: ascending timesteps of the image branch (the music scheduler's, or ``inversion_grid`` for a
-        fixed ``image_timestep`` or fewer image steps). ``batch_size``: image UNet rows per feature call."""
+        fixed ``image_timestep`` or fewer image steps). ``batch_size``: image UNet rows per feature call.
+        ``store_device`` / ``store_dtype``: where the K/V are kept as they are recorded (e.g. the CPU, so a
+        long capture does not accumulate on the accelerator); default: as computed."""
         capture = normalize_capture(capture)
         if latent.shape[0] != 1:
             raise ValueError("guidance takes one image latent (1, C, h, w)")
@@ -243,9 +246,15 @@ class ImageConditioner:
         )
         captured: dict[int, KV] = {}
 
+        def keep(kv: KV) -> KV:
+            return [
+                (k.to(store_device or k.device, store_dtype), v.to(store_device or v.device, store_dtype))
+                for k, v in kv
+            ]
+
         def record(t: int, kv: KV | None) -> None:
             if kv is not None:
-                captured[t] = [(k.to(store_dtype or k.dtype), v.to(store_dtype or v.dtype)) for k, v in kv]
+                captured[t] = keep(kv)
             bar.update()
 
         traj = self.invert(latent, grid, until=until, on_step=record, capture=capture == "inversion-lagged")[
@@ -255,12 +264,12 @@ class ImageConditioner:
         if capture == "trajectory":
             wanted = traj.timesteps if image_timestep is None else torch.tensor([int(image_timestep)])
             for chunk in wanted.split(batch_size):
-                kv = self.features(traj.latent_at(chunk), chunk, store_dtype)
+                kv = self.features(traj.latent_at(chunk), chunk)
                 for i, t in enumerate(chunk.tolist()):
-                    captured[t] = [(k[i : i + 1], v[i : i + 1]) for k, v in kv]
+                    captured[t] = keep([(k[i : i + 1], v[i : i + 1]) for k, v in kv])
                 bar.update(len(chunk))
         elif capture == "reverse":
-            reconstruction = self._reverse(traj, grid, captured, store_dtype, bar)
+            reconstruction = self._reverse(traj, grid, lambda t, kv: record(t, kv))
         bar.close()
         timesteps = sorted(captured, reverse=True)
         return VisualGuidance(
@@ -272,18 +281,17 @@ class ImageConditioner:
         )
 
     def _reverse(
-        self, traj: InversionTrajectory, grid: torch.Tensor, captured: dict[int, KV], dtype, bar
+        self, traj: InversionTrajectory, grid: torch.Tensor, on_step: Callable[[int, KV], None]
     ) -> torch.Tensor:
-        """DDIM sampling from z_T down the same grid, recording ε(ẑ_t, t)'s K/V at each t; returns ẑ_0."""
+        """DDIM sampling from z_T down the same grid, handing ``on_step`` ε(ẑ_t, t)'s K/V at each t; returns ẑ_0."""
         z = traj.latents[-1:].to(device=self.device, dtype=self.unet.dtype)
         null, ts = self._null(1), grid.tolist()
-        with capture_decoder_self_attention(self.unet, dtype) as store:
+        with capture_decoder_self_attention(self.unet) as store:
             for i in range(len(ts) - 1, -1, -1):
                 out = self.unet(z, ts[i], encoder_hidden_states=null).sample
-                captured[ts[i]] = list(store)  # type: ignore[arg-type]
+                on_step(ts[i], list(store))  # type: ignore[arg-type]
                 t_below = ts[i - 1] if i > 0 else -1
                 z = ddim_transfer(z, out, self._alpha(ts[i]), self._alpha(t_below), self.prediction_type)
-                bar.update()
         return z
 
     @torch.no_grad()

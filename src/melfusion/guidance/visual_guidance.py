@@ -52,7 +52,8 @@ class VisualGuidance:
         n = sum(
             k.numel() * k.element_size() + v.numel() * v.element_size() for step in self.kv for k, v in step
         )
-        return n + sum(z.numel() * z.element_size() for z in self.latents)
+        extra = [*self.latents, *([self.reconstruction] if self.reconstruction is not None else [])]
+        return n + sum(z.numel() * z.element_size() for z in extra)
 
     def to(
         self, device: torch.device | str | None = None, dtype: torch.dtype | None = None
@@ -61,14 +62,19 @@ class VisualGuidance:
             [(k.to(device=device, dtype=dtype), v.to(device=device, dtype=dtype)) for k, v in s]
             for s in self.kv
         ]
-        return VisualGuidance(self.timesteps, kv, self.latents, self.reconstruction, dict(self.meta))
+        rec = self.reconstruction.to(device=device) if self.reconstruction is not None else None
+        return VisualGuidance(self.timesteps, kv, self.latents, rec, dict(self.meta))
 
 
 def stack_guidance(
-    guidances: list[VisualGuidance], timestep: int | float | torch.Tensor
+    guidances: list[VisualGuidance],
+    timestep: int | float | torch.Tensor,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype | None = None,
 ) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """Per-layer (K, V) with the images stacked on the batch axis: (B_img, N_l, C_l)."""
-    steps = [g.at(timestep) for g in guidances]
+    """Per-layer (K, V) of one timestep with the images stacked on the batch axis: (B_img, N_l, C_l), on
+    ``device`` / ``dtype`` (guidances may live on different devices, e.g. one from the CPU cache)."""
+    steps = [[(k.to(device, dtype), v.to(device, dtype)) for k, v in g.at(timestep)] for g in guidances]
     if len(steps) == 1:
         return steps[0]
     return [

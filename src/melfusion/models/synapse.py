@@ -189,9 +189,9 @@ class VisualSynapse(ModelMixin, ConfigMixin):
             init; not in the paper, see the module doc).
         image_timestep: read the image features at this image timestep for every music timestep (not in the
             paper, see the module doc); None = the music step's own timestep (paper).
-        image_inversion_steps: with ``image_timestep``, the steps of the DDIM inversion grid the features were
-            trained on (the trainer records it; inference inverts on the same grid). None: 50, the trainer's
-            default before it was recorded.
+        image_inversion_grid: with ``image_timestep``, the ascending DDIM inversion grid the features were
+            trained on (the trainer records it; inference inverts on the same grid). None: a 50-step DDIM grid
+            with the music scheduler's spacing, the trainer's default before it was recorded.
         image_null_prompt_shape: shape (1, S, D) of the image LDM's stored null-prompt embedding ∅
             (``store_image_null_prompt``), so inference needs no image text encoder; None: not stored.
     """
@@ -207,7 +207,7 @@ class VisualSynapse(ModelMixin, ConfigMixin):
         rho: float = 5.0,
         image_projection: bool = False,
         image_timestep: int | None = None,
-        image_inversion_steps: int | None = None,
+        image_inversion_grid: list[int] | None = None,
         image_null_prompt_shape: list[int] | None = None,
     ):
         super().__init__()
@@ -217,8 +217,10 @@ class VisualSynapse(ModelMixin, ConfigMixin):
             raise ValueError(f"rho must be > 0, got {rho}")
         if image_timestep is not None and image_timestep < 0:
             raise ValueError(f"image_timestep must be >= 0 or None, got {image_timestep}")
-        if image_inversion_steps is not None and image_inversion_steps < 1:
-            raise ValueError(f"image_inversion_steps must be >= 1 or None, got {image_inversion_steps}")
+        if image_inversion_grid is not None and (
+            not image_inversion_grid or list(image_inversion_grid) != sorted(set(image_inversion_grid))
+        ):
+            raise ValueError(f"image_inversion_grid must be ascending timesteps, got {image_inversion_grid}")
         n_layers = len(layer_widths)
         blocks = list(layer_blocks) if layer_blocks is not None else list(range(n_layers))
         if len(blocks) != n_layers:
@@ -289,11 +291,6 @@ class VisualSynapse(ModelMixin, ConfigMixin):
         """The image timestep(s) whose features go with music timestep(s) ``timestep`` (same shape)."""
         fixed = self.config.get("image_timestep")
         return timestep if fixed is None else torch.full_like(torch.as_tensor(timestep), int(fixed))
-
-    @property
-    def fixed_image_inversion_steps(self) -> int:
-        """The inversion grid of a fixed-image-timestep synapse (see ``image_inversion_steps``)."""
-        return int(self.config.get("image_inversion_steps") or 50)
 
     # -- the image LDM's null prompt -------------------------------------------------------------------
     @torch.no_grad()

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 from diffusers import AutoencoderKL, DiffusionPipeline, UNet2DConditionModel
+from diffusers.callbacks import MultiPipelineCallbacks, PipelineCallback
 from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
 
@@ -64,7 +65,7 @@ class MeLFusionPipeline(DiffusionPipeline):
     # The synapse's weights are read by the music UNet's processors, never through the synapse's own forward,
     # so an offload hook would never bring them to the execution device: they stay there.
     _exclude_from_cpu_offload = ["synapse"]
-    _callback_tensor_inputs = ["latents", "prompt_embeds", "negative_prompt_embeds"]
+    _callback_tensor_inputs = ["latents"]
 
     def __init__(
         self,
@@ -103,6 +104,8 @@ class MeLFusionPipeline(DiffusionPipeline):
         self.guidance_cache = GuidanceCache()
         self._computed_null: torch.Tensor | None = None  # ∅ from the image text encoder (old folders)
         self._interrupt = False
+        self._guidance_scale = 7.0
+        self._num_timesteps = 0
         synapse.install(unet)
 
     # ------------------------------------------------------------------------------------------ properties
@@ -122,6 +125,18 @@ class MeLFusionPipeline(DiffusionPipeline):
         frames = (size if isinstance(size, int) else size[0]) * self.vae_scale_factor
         sr, hop = vocoder_audio_params(self.vocoder)
         return frames * hop / sr
+
+    @property
+    def guidance_scale(self) -> float:
+        return self._guidance_scale
+
+    @property
+    def do_classifier_free_guidance(self) -> bool:
+        return self._guidance_scale > 1.0
+
+    @property
+    def num_timesteps(self) -> int:
+        return self._num_timesteps
 
     @property
     def interrupt(self) -> bool:
@@ -247,7 +262,16 @@ class MeLFusionPipeline(DiffusionPipeline):
             raise MelfusionInputError(
                 f"cross_attention_kwargs[{VISUAL_FEATURES!r}] is set by the pipeline from the image; pass the image"
             )
-        self.synapse.check_installed(self.unet)
+        if use_image:  # text-only runs do not pass image features, so any processor works
+            self.synapse.check_installed(self.unet)
+        sched_cfg = self.scheduler.config
+        max_steps = int(sched_cfg.get("num_train_timesteps", 1000)) - int(
+            sched_cfg.get("steps_offset", 0) or 0
+        )
+        if num_inference_steps > max_steps:
+            raise MelfusionInputError(
+                f"num_inference_steps {num_inference_steps} is more than this scheduler can take ({max_steps})"
+            )
 
     # ------------------------------------------------------------------------------------------ text
     @torch.no_grad()
@@ -338,8 +362,11 @@ class MeLFusionPipeline(DiffusionPipeline):
         return self._computed_null.to(device=device, dtype=self.image_unet.dtype)
 
     def store_image_null_prompt(self) -> None:
-        """Keep ∅ in the synapse's weights, so a saved folder needs no image text encoder at inference."""
-        self.synapse.store_image_null_prompt(self.null_image_prompt_embeds("cpu").float())
+        """Keep ∅ in the synapse's weights, so a saved folder needs no image text encoder at inference
+        (computed in float32; one already stored is kept as it is)."""
+        if self.synapse.image_null_prompt_embeds is None:
+            self.null_image_prompt_embeds("cpu")  # computes self._computed_null
+            self.synapse.store_image_null_prompt(self._computed_null.float())
 
     def image_conditioner(self, device: torch.device | str | None = None) -> ImageConditioner:
         """The image branch as training sees it (:class:`ImageConditioner`), with the music scheduler's spacing."""
@@ -360,24 +387,26 @@ class MeLFusionPipeline(DiffusionPipeline):
         fixed-image-timestep synapse, or ``image_inversion_steps`` DDIM steps (each music step then reads the
         nearest grid point)."""
         if self.synapse.config.get("image_timestep") is not None:
-            return conditioner.inversion_grid(
-                image_inversion_steps or self.synapse.fixed_image_inversion_steps
-            )
+            if image_inversion_steps is not None:
+                return conditioner.inversion_grid(image_inversion_steps)
+            trained = self.synapse.config.get("image_inversion_grid")
+            return torch.tensor(trained, dtype=torch.long) if trained else conditioner.inversion_grid(50)
         if image_inversion_steps is None:
             return conditioner.grid_from_timesteps(timesteps)
         return conditioner.inversion_grid(image_inversion_steps)
 
     def visual_guidance(
         self,
-        image: ImageInput,
+        image: ImageInput | torch.Tensor,
         num_inference_steps: int | None = None,
         capture: str = "trajectory",
         progress: bool = True,
         timesteps: torch.Tensor | None = None,
         image_inversion_steps: int | None = None,
     ) -> VisualGuidance:
-        """Image → :class:`VisualGuidance` for the music ``timesteps`` (default: the scheduler's for
-        ``num_inference_steps``), from ``guidance_cache`` when possible."""
+        """Image (or its preprocessed (1, 3, H, W) pixels) → :class:`VisualGuidance` for the music
+        ``timesteps`` (default: the scheduler's for ``num_inference_steps``), from ``guidance_cache`` when
+        possible. The K/V are recorded on the cache's device (the CPU by default)."""
         capture = normalize_capture(capture)
         device = self._execution_device
         if timesteps is None:
@@ -388,7 +417,7 @@ class MeLFusionPipeline(DiffusionPipeline):
         conditioner = self.image_conditioner(device)
         grid = self.image_grid(conditioner, timesteps, image_inversion_steps)
         image_t = self.synapse.config.get("image_timestep")
-        pixels = preprocess_image(image, *self.image_resolution)
+        pixels = image if isinstance(image, torch.Tensor) else preprocess_image(image, *self.image_resolution)
         image_cfg = {k: v for k, v in self.image_scheduler.config.items() if not k.startswith("_")}
         key = (
             tensor_sha256(pixels),
@@ -396,6 +425,8 @@ class MeLFusionPipeline(DiffusionPipeline):
             capture,
             image_t,
             json.dumps(image_cfg, sort_keys=True, default=str),
+            tensor_sha256(conditioner.null_prompt_embeds.float().cpu()),
+            str(self.image_unet.dtype),
             id(self.image_unet),
             id(self.image_vae),
         )
@@ -408,6 +439,7 @@ class MeLFusionPipeline(DiffusionPipeline):
             capture=capture,
             image_timestep=image_t,
             progress=progress and not getattr(self, "_progress_bar_config", {}).get("disable", False),
+            store_device=self.guidance_cache.device,
         )
         guidance.meta["image_sha256"] = key[0]
         self.guidance_cache.put(key, guidance)
@@ -423,24 +455,23 @@ class MeLFusionPipeline(DiffusionPipeline):
         image_inversion_steps: int | None,
         progress: bool,
     ) -> tuple[list[VisualGuidance], torch.Tensor]:
-        """One :class:`VisualGuidance` per distinct image, and (B·n,) the image row of each sample."""
-        guidances: list[VisualGuidance] = []
-        rows = torch.full((n_prompts * num_waveforms_per_prompt,), -1, dtype=torch.long)
-        seen: dict[str, int] = {}
+        """One :class:`VisualGuidance` per distinct image (computed once, cached or not), and (B·n,) the image
+        row of each sample."""
         per_prompt = images if len(images) == n_prompts else images * n_prompts
-        for p, img in enumerate(per_prompt):
-            g = self.visual_guidance(
-                img,
+        pixels = [preprocess_image(img, *self.image_resolution) for img in per_prompt]
+        hashes = [tensor_sha256(px) for px in pixels]
+        distinct = list(dict.fromkeys(hashes))
+        guidances = [
+            self.visual_guidance(
+                pixels[hashes.index(h)],
                 capture=capture,
                 progress=progress,
                 timesteps=timesteps,
                 image_inversion_steps=image_inversion_steps,
             )
-            h = g.meta["image_sha256"]
-            if h not in seen:
-                seen[h] = len(guidances)
-                guidances.append(g)
-            rows[p * num_waveforms_per_prompt : (p + 1) * num_waveforms_per_prompt] = seen[h]
+            for h in distinct
+        ]
+        rows = torch.tensor([distinct.index(h) for h in hashes]).repeat_interleave(num_waveforms_per_prompt)
         return guidances, rows.to(self._execution_device)
 
     # ------------------------------------------------------------------------------------------ latents
@@ -524,11 +555,12 @@ class MeLFusionPipeline(DiffusionPipeline):
                 ``negative_prompt``, with optional (B, S) ``prompt_attention_mask`` / ``negative_attention_mask``.
             output_type: "np" (waveforms), "pt", "mel" or "latent".
             return_dict: False returns ``(audios,)``.
-            callback_on_step_end: ``f(pipe, i, t, tensors) -> dict`` after each step; ``tensors`` holds the
-                names in ``callback_on_step_end_tensor_inputs`` (default ``["latents"]``); returned entries
-                replace them.
-            cross_attention_kwargs: passed to the music UNet's attention processors (the pipeline adds the
-                synapse's ``visual_features``).
+            callback_on_step_end: ``f(pipe, i, t, tensors) -> dict`` (or a diffusers ``PipelineCallback``)
+                after each step; ``tensors`` holds ``latents``, and a returned ``latents`` replaces them. Set
+                ``pipe._interrupt = True`` to skip the remaining steps.
+            cross_attention_kwargs: passed to the music UNet's attention processors, to which the pipeline adds
+                the synapse's ``visual_features`` (the stock processors of the other layers take no other
+                entries: diffusers drops them with a warning).
             seed: recorded in ``parameters`` (use ``generator`` for the randomness itself).
         """
         # 0. Defaults
@@ -536,6 +568,8 @@ class MeLFusionPipeline(DiffusionPipeline):
             audio_length_in_s = self.default_audio_length_in_s
         if image_guidance_scale is None:
             image_guidance_scale = self.config.get("default_image_guidance_scale")
+        if isinstance(callback_on_step_end, PipelineCallback | MultiPipelineCallbacks):
+            callback_on_step_end_tensor_inputs = callback_on_step_end.tensor_inputs
         tensor_inputs = list(callback_on_step_end_tensor_inputs or ["latents"])
 
         # 1. Check inputs (nothing runs before every argument is known to be usable)
@@ -549,6 +583,7 @@ class MeLFusionPipeline(DiffusionPipeline):
         three_way = image_guidance_scale is not None and use_image
         do_cfg = guidance_scale > 1.0
         self._interrupt = False
+        self._guidance_scale = guidance_scale
         negative_given = negative_prompt is not None or negative_prompt_embeds is not None
         if negative_given and (guidance_scale == 1.0 if three_way else not do_cfg):
             warnings.warn(
@@ -598,19 +633,14 @@ class MeLFusionPipeline(DiffusionPipeline):
         else:
             row_images = image_rows
 
-        def text_batch() -> tuple[torch.Tensor, torch.Tensor]:
-            if three_way:
-                return (
-                    torch.cat([negative_prompt_embeds, prompt_embeds, prompt_embeds]),
-                    torch.cat([negative_mask, prompt_mask, prompt_mask]),
-                )
-            if do_cfg:
-                return torch.cat([negative_prompt_embeds, prompt_embeds]), torch.cat(
-                    [negative_mask, prompt_mask]
-                )
-            return prompt_embeds, prompt_mask
-
-        text_states, text_mask = text_batch()
+        if three_way:
+            text_states = torch.cat([negative_prompt_embeds, prompt_embeds, prompt_embeds])
+            text_mask = torch.cat([negative_mask, prompt_mask, prompt_mask])
+        elif do_cfg:
+            text_states = torch.cat([negative_prompt_embeds, prompt_embeds])
+            text_mask = torch.cat([negative_mask, prompt_mask])
+        else:
+            text_states, text_mask = prompt_embeds, prompt_mask
         n_branches = text_states.shape[0] // batch
 
         # 6. Initial latents
@@ -625,8 +655,8 @@ class MeLFusionPipeline(DiffusionPipeline):
                     continue
                 attn_kwargs = dict(cross_attention_kwargs or {})
                 if guidances:
-                    kv = stack_guidance(guidances, self.synapse.image_timestep_for(t))
-                    kv = [(k.to(device, self.unet.dtype), v.to(device, self.unet.dtype)) for k, v in kv]
+                    image_t = self.synapse.image_timestep_for(t)
+                    kv = stack_guidance(guidances, image_t, device, self.unet.dtype)
                     attn_kwargs.update(self.synapse.attention_kwargs(kv, row_images, text_mask))
                 model_in = torch.cat([latents] * n_branches) if n_branches > 1 else latents
                 model_in = self.scheduler.scale_model_input(model_in, t)
@@ -642,17 +672,8 @@ class MeLFusionPipeline(DiffusionPipeline):
                 )
                 latents = self.scheduler.step(noise_pred, t, latents, **extra).prev_sample
                 if callback_on_step_end is not None:
-                    scope = {
-                        "latents": latents,
-                        "prompt_embeds": prompt_embeds,
-                        "negative_prompt_embeds": negative_prompt_embeds,
-                    }
-                    out = callback_on_step_end(self, i, t, {k: scope[k] for k in tensor_inputs}) or {}
+                    out = callback_on_step_end(self, i, t, {"latents": latents}) or {}
                     latents = out.pop("latents", latents)
-                    if out:
-                        prompt_embeds = out.pop("prompt_embeds", prompt_embeds)
-                        negative_prompt_embeds = out.pop("negative_prompt_embeds", negative_prompt_embeds)
-                        text_states, text_mask = text_batch()
                 bar.update()
 
         # 8. Decode: latent → mel → waveform (Alg. 2 lines 11–12)
