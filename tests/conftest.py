@@ -33,3 +33,15 @@ def image_file(tmp_path):
     path = tmp_path / "photo.png"
     make_image().save(path)
     return path
+
+
+@pytest.fixture(scope="session")
+def model_dir(tmp_path_factory, tiny_components_factory):
+    """A saved tiny MeLFusionPipeline folder (α = 0.1) for command tests."""
+    from melfusion.pipelines.melfusion import MeLFusionPipeline
+
+    path = tmp_path_factory.mktemp("models") / "tiny"
+    pipe = MeLFusionPipeline(**tiny_components_factory(audio_seconds=0.64, image_size=16))
+    pipe.synapse.set_alphas(0.1)
+    pipe.save_pretrained(path)
+    return path

@@ -15,17 +15,6 @@ from melfusion_testing import write_triplets
 from melfusion.cli import main
 
 
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory, tiny_components_factory):
-    from melfusion.pipelines.melfusion import MeLFusionPipeline
-
-    path = tmp_path_factory.mktemp("models") / "tiny"
-    pipe = MeLFusionPipeline(**tiny_components_factory(audio_seconds=0.64, image_size=16))
-    pipe.synapse.set_alphas(0.1)
-    pipe.save_pretrained(path)
-    return path
-
-
 def _args(manifest, out, model_dir, *extra):
     return [
         "generate",

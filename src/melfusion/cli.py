@@ -40,7 +40,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except MelfusionInputError as err:
-        print(f"melfusion {args.command}: error: {err}", file=sys.stderr)
+        message = " ".join(str(err).splitlines())  # one line, even if a path or reason held a newline
+        print(f"melfusion {args.command}: error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("melfusion: interrupted", file=sys.stderr)

@@ -3,9 +3,11 @@ peak safety, atomic write, JSON sidecar). Arrays are channels-first: (T,) mono o
 
 from __future__ import annotations
 
+import json
 import math
 import numbers
 import os
+import stat
 import warnings
 from pathlib import Path
 from typing import Any
@@ -17,12 +19,14 @@ import soxr
 import torch
 
 from melfusion.errors import MelfusionInputError
-from melfusion.utils.files import atomic_path, atomic_write_text, dumps_json
+from melfusion.utils.files import atomic_pair, atomic_path, dumps_json, recover_pairs, sha256_file
 
 SAVE_FORMATS = {".wav": "WAV", ".flac": "FLAC"}
 PEAK_LIMIT = 0.99  # save_audio never writes a sample beyond this
 LOUDNESS_BLOCK_S = 0.4  # BS.1770 gating block (pyloudnorm's default): shorter clips cannot be measured
 MAX_CHANNELS = 16
+LOUDNESS_RANGE = (-70.0, 0.0)  # LUFS targets save_audio accepts (-70: BS.1770's absolute gate)
+MAX_SIDECAR_BYTES = 1 << 20  # a larger .json next to an audio file is not one of our sidecars
 
 
 def _check_rate(sample_rate: int) -> int:
@@ -126,6 +130,69 @@ def sidecar_path(path: str | os.PathLike[str]) -> Path:
     return Path(path).with_suffix(".json")
 
 
+def check_loudness_target(lufs: float | None, what: str = "loudness target") -> float | None:
+    """None, or a finite LUFS value within LOUDNESS_RANGE (else MelfusionInputError)."""
+    if lufs is None:
+        return None
+    lo, hi = LOUDNESS_RANGE
+    if isinstance(lufs, bool) or not isinstance(lufs, numbers.Real) or not (lo <= lufs <= hi):
+        raise MelfusionInputError(
+            f"{what} must be a LUFS value in [{lo:g}, {hi:g}] (e.g. -14 for streaming, -23 for broadcast), "
+            f"got {lufs!r}"
+        )
+    return float(lufs)
+
+
+def read_sidecar(path: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """The JSON object in the sidecar of audio file `path`; None when there is none, or it is not a small
+    regular file holding a JSON object (a FIFO or a huge file is never opened)."""
+    side = sidecar_path(path)
+    try:
+        st = side.lstat()
+    except OSError:
+        return None
+    if not stat.S_ISREG(st.st_mode) or st.st_size > MAX_SIDECAR_BYTES:
+        return None
+    try:
+        info = json.loads(side.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return None
+    return info if isinstance(info, dict) else None
+
+
+def sidecar_matches_audio(path: str | os.PathLike[str], info: dict[str, Any]) -> bool:
+    """Whether sidecar `info` describes the audio file `path` as it is now: it names that file (if it
+    records a name) and the file's SHA-256 is the recorded one (sidecars from before the hash: name only)."""
+    path = Path(path)
+    if info.get("audio_file", path.name) != path.name:
+        return False
+    digest = info.get("audio_sha256")
+    if digest is None:
+        return path.is_file()
+    try:
+        return path.is_file() and sha256_file(path) == digest
+    except OSError:
+        return False
+
+
+def _verify_sidecar_temporary(second_tmp: Path, second: Path) -> bool:
+    """Roll-forward check for a cut-off pair commit: the pending sidecar's hash matches the audio."""
+    try:
+        info = json.loads(second_tmp.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return False
+    if not isinstance(info, dict) or not isinstance(info.get("audio_file"), str):
+        return False
+    audio = second.parent / info["audio_file"]
+    return sidecar_path(audio) == second and "audio_sha256" in info and sidecar_matches_audio(audio, info)
+
+
+def recover_audio_pairs(folder: str | os.PathLike[str]) -> int:
+    """Complete or discard the audio + sidecar commits a killed `save_audio` left in `folder`; returns the
+    number of temporaries handled (see `melfusion.utils.files.atomic_pair`)."""
+    return recover_pairs(folder, _verify_sidecar_temporary)
+
+
 def save_audio(
     path: str | os.PathLike[str],
     waveform: np.ndarray | torch.Tensor,
@@ -139,7 +206,10 @@ def save_audio(
 
     Optional loudness normalisation to `loudness_lufs`, then peak safety (|sample| <= 0.99, never
     clips). With `metadata`, also writes `<stem>.json`: the metadata plus sample_rate, channels,
-    num_samples, duration_s and loudness_lufs (measured on what was written; null if unmeasurable).
+    num_samples, duration_s, loudness_lufs (measured on what was written; null if unmeasurable),
+    audio_file (the audio's name) and audio_sha256 (its hash). Audio and sidecar are committed as a pair
+    (`melfusion.utils.files.atomic_pair`): a crash leaves both old or, after `recover_audio_pairs`, both
+    new.
     """
     path = Path(path)
     file_format = SAVE_FORMATS.get(path.suffix.lower())
@@ -151,14 +221,16 @@ def save_audio(
             f"subtype {subtype!r} is not valid for {file_format}; choose one of "
             f"{sorted(sf.available_subtypes(file_format))}"
         )
+    loudness_lufs = check_loudness_target(loudness_lufs, "loudness_lufs")
     x = _as_numpy(waveform)
     _check_waveform(x)
 
     if loudness_lufs is not None:
         x = loudness_normalize(x, sample_rate, loudness_lufs)
     x = peak_normalize(x, PEAK_LIMIT, reduce_only=True)  # (T,) or (C, T)
+    _check_waveform(x, "the normalised waveform")
 
-    sidecar_text = None
+    info = None
     if metadata is not None:
         info = dict(metadata)
         info.update(
@@ -167,14 +239,20 @@ def save_audio(
             num_samples=int(x.shape[-1]),
             duration_s=x.shape[-1] / sample_rate,
             loudness_lufs=measure_loudness(x, sample_rate),
+            audio_file=path.name,
+            audio_sha256="0" * 64,
         )
         try:  # serialise before writing anything, so bad metadata leaves no files behind
-            sidecar_text = dumps_json(info)
+            dumps_json(info)
         except (TypeError, ValueError) as err:
             raise MelfusionInputError(f"metadata for {path} is not JSON-serialisable ({err})") from err
 
-    with atomic_path(path) as tmp:
+    if info is None:
+        with atomic_path(path) as tmp:
+            sf.write(tmp, x.T.astype(np.float32), sample_rate, subtype=subtype, format=file_format)
+        return path
+    with atomic_pair(path, sidecar_path(path), _verify_sidecar_temporary) as (tmp, write_sidecar):
         sf.write(tmp, x.T.astype(np.float32), sample_rate, subtype=subtype, format=file_format)
-    if sidecar_text is not None:
-        atomic_write_text(sidecar_path(path), sidecar_text)
+        info["audio_sha256"] = sha256_file(tmp)
+        write_sidecar(dumps_json(info).encode("utf-8"))
     return path

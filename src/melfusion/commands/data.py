@@ -8,6 +8,7 @@ melfusion data synth --n 20000 --out data/synth --workers 2
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from typing import Any
 
@@ -131,8 +132,12 @@ def run_check(args: argparse.Namespace) -> int:
 
     if args.sample_rate <= 0:
         raise MelfusionInputError(f"--sample-rate must be positive, got {args.sample_rate}")
-    if args.min_seconds < 0:
+    if not args.min_seconds >= 0:  # also NaN
         raise MelfusionInputError(f"--min-seconds must be >= 0, got {args.min_seconds}")
+    if not -math.inf < args.silence_dbfs <= 0:  # NaN would make nothing silent, > 0 everything
+        raise MelfusionInputError(
+            f"--silence-dbfs must be a level <= 0 dBFS (e.g. -60), got {args.silence_dbfs}"
+        )
     records, row_problems = _read(args)
     report = check_manifest(
         records,

@@ -7,7 +7,11 @@ import json
 import math
 import os
 import random
+import shutil
+import stat
+import tempfile
 import time
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +19,26 @@ from melfusion.errors import MelfusionInputError
 
 SCHEDULERS = ("ddim", "ddpm", "dpmsolver++")
 AUDIO_SUFFIXES = (".wav", ".flac")
+SEED_MAX = 2**64 - 1  # torch.Generator.manual_seed takes an unsigned 64-bit seed
+# Disk space a clip needs, at most: float32 samples (the WAV/FLAC written are 16-bit) plus its sidecar
+BYTES_PER_SAMPLE = 4
+SIDECAR_BYTES = 64 * 1024
+# Settings a resumed batch compares with each existing clip's sidecar (the keys save_audio records)
+RESUME_KEYS = (
+    "prompt",
+    "negative_prompt",
+    "image",
+    "model",
+    "seed",
+    "audio_length_in_s",
+    "num_inference_steps",
+    "guidance_scale",
+    "image_guidance_scale",
+    "scheduler",
+    "guidance_capture",
+    "image_inversion_steps",
+    "loudness_target_lufs",
+)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -25,14 +49,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--image", help="input image (PNG, JPEG, WebP, ...)")
     p.add_argument("--text", help='text prompt, e.g. "a soft folk track on violin"')
-    p.add_argument("--out", help="output audio file (.wav or .flac); a .json sidecar is written next to it")
+    p.add_argument(
+        "--out",
+        help="output audio file (.wav or .flac); a .json sidecar is written next to it. An existing file is "
+        "replaced only if melfusion generate wrote it (its sidecar says so and holds its hash), never an input",
+    )
     p.add_argument(
         "--manifest", help="batch mode: generate for every row of a triplet manifest (JSONL/CSV/MeLBench/...)"
     )
     p.add_argument(
         "--out-dir",
-        help="batch mode: output folder; files are named after each row's reference audio, so the folder pairs "
-        "with the references in `melfusion evaluate`; existing outputs are skipped (resumable)",
+        help="batch mode: output folder; files are named after each row's reference audio (or, when those "
+        "repeat, the row's id made a plain file name), so the folder pairs with the references in `melfusion "
+        "evaluate`; existing outputs made with the same settings are skipped (resumable), outputs made with "
+        "other settings stop the run (use a fresh folder)",
     )
     p.add_argument("--format", default="auto", help="batch mode: manifest format (default: auto-detect)")
     p.add_argument("--negative", default=None, help="negative prompt for classifier-free guidance")
@@ -51,7 +81,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "released code's behaviour); default: the model's (the embedded model: 14; converted paper models: off)",
     )
     p.add_argument(
-        "--seed", type=int, default=None, help="random seed (default: drawn and recorded in the sidecar)"
+        "--seed",
+        type=int,
+        default=None,
+        help="random seed in [0, 2^64) (default: drawn and recorded in the sidecar; batch mode: 0, row i "
+        "uses seed + i)",
     )
     p.add_argument("--num-samples", type=int, default=1, help="number of clips (out_0.wav, out_1.wav, ...)")
     p.add_argument("--model", default=None, help="pipeline folder (default: the embedded model)")
@@ -76,7 +110,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--loudness",
         type=float,
         default=None,
-        help="loudness target in LUFS, e.g. -14 (default: peak-safe only)",
+        help="loudness target in LUFS, in [-70, 0], e.g. -14 (default: peak-safe only)",
     )
     p.set_defaults(func=run)
 
@@ -101,6 +135,7 @@ def apply_image_guidance(pipe: Any, value: float | str | None) -> float | None:
 
 def _validate(args: argparse.Namespace) -> None:
     """Fail fast, before any model is loaded."""
+    from melfusion.audio.io import check_loudness_target
     from melfusion.guidance.preprocess import load_image
 
     if args.manifest is not None:
@@ -110,8 +145,12 @@ def _validate(args: argparse.Namespace) -> None:
             )
         if not args.out_dir:
             raise MelfusionInputError("--manifest needs --out-dir (the folder to write the clips to)")
-        if not Path(args.manifest).is_file():
+        if not Path(args.manifest).exists():
             raise MelfusionInputError(f"manifest not found: {args.manifest}")
+        if not Path(args.manifest).is_file():
+            raise MelfusionInputError(
+                f"manifest is not a regular file: {args.manifest} (a folder, FIFO or device; give the file)"
+            )
     else:
         missing = [f"--{n}" for n in ("image", "text", "out") if getattr(args, n) is None]
         if missing:
@@ -137,6 +176,9 @@ def _validate(args: argparse.Namespace) -> None:
         raise MelfusionInputError(f"--image-guidance must be >= 0, got {args.image_guidance}")
     if not 1 <= args.num_samples <= 64:
         raise MelfusionInputError(f"--num-samples must be in [1, 64], got {args.num_samples}")
+    check_loudness_target(args.loudness, "--loudness")
+    if args.seed is not None and not 0 <= args.seed <= SEED_MAX:
+        raise MelfusionInputError(f"--seed must be in [0, 2^64 - 1], got {args.seed}")
     if args.model is not None:
         check_model_folder(args.model)
 
@@ -152,9 +194,15 @@ def check_model_folder(path: str | os.PathLike) -> None:
             "'melfusion convert' or save one with MeLFusionPipeline.save_pretrained)"
         )
     try:
-        name = json.loads(index.read_text()).get("_class_name")
-    except (OSError, json.JSONDecodeError) as err:
-        raise MelfusionInputError(f"{index} is unreadable or not JSON ({err})") from None
+        info = json.loads(index.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:  # ValueError: JSON and UTF-8 decoding errors
+        raise MelfusionInputError(f"{index} is unreadable or not JSON ({err}); re-save the model") from None
+    if not isinstance(info, dict):
+        raise MelfusionInputError(
+            f"{index} holds a JSON {type(info).__name__}, not an object; re-save the model with "
+            "MeLFusionPipeline.save_pretrained"
+        )
+    name = info.get("_class_name")
     if name != "MeLFusionPipeline":
         raise MelfusionInputError(f"{p} holds a {name!r} pipeline, not a MeLFusionPipeline")
 
@@ -212,6 +260,146 @@ def output_paths(out: str | os.PathLike, n: int) -> list[Path]:
     return [out.with_name(f"{out.stem}_{i}{out.suffix}") for i in range(n)]
 
 
+def _resolved(path: Path) -> Path:
+    try:
+        return path.resolve()
+    except (OSError, RuntimeError):  # symlink loop
+        return path.absolute()
+
+
+def check_output_folder(folder: Path, what: str, names: Iterable[str] = ()) -> None:
+    """The folder `what` writes to can be written: it (or the nearest existing ancestor, where it will be
+    created) is a writable folder, and the temporary of each name in `names` fits the file-name limit."""
+    from melfusion.utils.files import longest_temporary_name
+
+    existing = folder
+    while not os.path.lexists(existing) and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise MelfusionInputError(
+            f"cannot write {what}: {existing} is a file, not a folder; choose another output path"
+        )
+    try:
+        name_max = os.pathconf(existing, "PC_NAME_MAX")
+    except (OSError, ValueError, AttributeError):
+        name_max = 255
+    for name in names:
+        if len(os.fsencode(longest_temporary_name(folder / name))) > name_max:
+            raise MelfusionInputError(f"file name too long for {what}: {name}; choose a shorter one")
+    try:  # a real write: permissions, read-only mounts and ACLs all show up here
+        fd, probe = tempfile.mkstemp(dir=existing, prefix=".melfusion-probe-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as err:
+        raise MelfusionInputError(
+            f"cannot write {what}: {existing} is not writable ({err.strerror}); check its permissions "
+            "or choose another output folder"
+        ) from None
+
+
+def _written_by_generate(info: dict[str, Any] | None) -> bool:
+    return info is not None and str(info.get("command", "")).startswith("melfusion generate")
+
+
+def check_replaceable(path: Path, inputs: dict[Path, str], flag: str, verify_hash: bool = True) -> bool:
+    """Whether `path` (an audio output) and its sidecar exist; refuse (MelfusionInputError) when writing them
+    would replace an input or a file `melfusion generate` did not write.
+
+    The rule: an existing audio file may be replaced only when its sidecar is a `melfusion generate` sidecar
+    that names this file and holds its SHA-256 (older sidecars, without the hash: names it); an existing
+    sidecar only when it is such a sidecar. Anything else, links and non-regular files included, is kept.
+    ``verify_hash=False`` (batch mode, where an existing clip is skipped, never replaced) skips hashing."""
+    from melfusion.audio.io import read_sidecar, sidecar_matches_audio, sidecar_path
+
+    side = sidecar_path(path)
+    for target in (path, side):
+        source = inputs.get(_resolved(target))
+        if source is not None:
+            raise MelfusionInputError(
+                f"{flag} would overwrite the input {source} ({target}); choose another output"
+            )
+    present = [t for t in (path, side) if os.path.lexists(t)]
+    if not present:
+        return False
+    for target in present:
+        if not stat.S_ISREG(os.lstat(target).st_mode):
+            kind = "a folder" if target.is_dir() else "not a regular file (a link, FIFO or device)"
+            raise MelfusionInputError(f"{flag}: {target} exists and is {kind}; choose another output")
+    info = read_sidecar(path) if side in present else None
+    fix = f"choose another {flag}, or delete it if it can go"
+    if side in present and not _written_by_generate(info):
+        raise MelfusionInputError(f"{flag}: {side} exists and was not written by melfusion generate; {fix}")
+    if side in present and info.get("audio_file", path.name) != path.name:
+        raise MelfusionInputError(
+            f"{flag}: {side} is the sidecar of {info['audio_file']}, not {path.name}; {fix}"
+        )
+    if path in present and info is None:
+        raise MelfusionInputError(
+            f"{flag}: {path} exists and melfusion generate did not write it (no sidecar next to it); {fix}"
+        )
+    if path in present and verify_hash and not sidecar_matches_audio(path, info):
+        raise MelfusionInputError(
+            f"{flag}: {path} was changed after melfusion generate wrote it (its SHA-256 differs from "
+            f"{side.name}'s); {fix}"
+        )
+    return path in present
+
+
+def _free_bytes(folder: Path) -> int:
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    try:
+        return shutil.disk_usage(folder).free
+    except OSError:
+        return -1  # unknown: do not block
+
+
+def check_free_space(folder: Path, n_clips: int, seconds: float, sample_rate: int) -> None:
+    need = n_clips * (math.ceil(seconds * sample_rate) * BYTES_PER_SAMPLE + SIDECAR_BYTES)
+    free = _free_bytes(folder)
+    if 0 <= free < need:
+        raise MelfusionInputError(
+            f"not enough disk space in {folder}: {free / 1e6:.1f} MB free, {n_clips} clip(s) of {seconds:g} s "
+            f"need up to {need / 1e6:.1f} MB; free some space or choose another output folder"
+        )
+
+
+def _save(path: Path, audio: Any, sample_rate: int, loudness: float | None, meta: dict[str, Any]) -> None:
+    """save_audio with write failures (disk full, folder gone or read-only) as one-line errors."""
+    import soundfile as sf
+
+    from melfusion.audio.io import save_audio
+
+    try:
+        save_audio(path, audio, sample_rate, loudness_lufs=loudness, metadata=meta)
+    except (OSError, sf.SoundFileError) as err:
+        reason = getattr(err, "strerror", None) or (str(err).splitlines() or [type(err).__name__])[0]
+        raise MelfusionInputError(
+            f"could not write {path} ({reason}); check free disk space and write permission, or choose "
+            "another output"
+        ) from None
+
+
+def prepare_single_outputs(args: argparse.Namespace) -> list[Path]:
+    """Checks on `--out` that need no model: folder writable, nothing foreign or an input replaced."""
+    from melfusion.audio.io import recover_audio_pairs, sidecar_path
+
+    paths = output_paths(args.out, args.num_samples)
+    folder = paths[0].parent
+    check_output_folder(
+        folder, f"--out {args.out}", [n for p in paths for n in (p.name, sidecar_path(p).name)]
+    )
+    recover_audio_pairs(folder)  # finish or drop commits a killed run left here
+    inputs = {_resolved(Path(args.image)): f"--image {args.image}"}
+    if args.model is not None:
+        inputs[_resolved(Path(args.model) / "model_index.json")] = (
+            f"the model's {Path(args.model) / 'model_index.json'}"
+        )
+    for path in paths:
+        check_replaceable(path, inputs, "--out")
+    return paths
+
+
 def run(args: argparse.Namespace) -> int:
     _validate(args)
     if args.manifest is not None:
@@ -220,15 +408,17 @@ def run(args: argparse.Namespace) -> int:
     import transformers
 
     from melfusion import __version__
-    from melfusion.audio.io import save_audio
     from melfusion.utils.files import sha256_file
 
     transformers.logging.set_verbosity_error()
+    paths = prepare_single_outputs(args)
     device = resolve_device(args.device)
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(2**31)
     pipe, model_name = load_pipeline(args.model, device)
     set_scheduler(pipe, args.scheduler)
     image_guidance = apply_image_guidance(pipe, args.image_guidance)
+    seconds = args.seconds if args.seconds is not None else pipe.default_audio_length_in_s
+    check_free_space(paths[0].parent, len(paths), seconds, pipe.sample_rate)
     generator = torch.Generator(device="cpu").manual_seed(seed)
     start = time.perf_counter()
     result = pipe(
@@ -247,7 +437,6 @@ def run(args: argparse.Namespace) -> int:
     )
     elapsed = time.perf_counter() - start
     image_sha = sha256_file(args.image)
-    paths = output_paths(args.out, args.num_samples)
     for i, (path, audio) in enumerate(zip(paths, result.audios)):
         meta = {
             **result.parameters,
@@ -257,49 +446,151 @@ def run(args: argparse.Namespace) -> int:
             "sample_index": i,
             "device": device,
             "generation_seconds": round(elapsed, 3),
+            "loudness_target_lufs": args.loudness,
             "melfusion_version": __version__,
             "command": "melfusion generate",
         }
-        save_audio(path, audio, result.sample_rate, loudness_lufs=args.loudness, metadata=meta)
+        _save(path, audio, result.sample_rate, args.loudness, meta)
         print(f"wrote {path} ({len(audio) / result.sample_rate:.2f} s, seed {seed})")
     return 0
 
 
+def clip_names(records: Sequence[Any]) -> list[str]:
+    """One output file name per manifest row, always a plain name inside --out-dir: the reference audio's
+    stem (so `melfusion evaluate` pairs the folders); when those repeat, the row's id made a safe file name
+    (path separators, "..", leading dots and control characters removed; ``row<i>`` when nothing is left).
+    Two rows whose names still collide (case-insensitively) are refused."""
+    from melfusion.utils.files import safe_file_stem
+
+    stems = [safe_file_stem(r.audio.stem) if r.audio else "" for r in records]
+    if "" in stems or len({x.casefold() for x in stems}) != len(stems):  # several rows share one reference
+        stems = [safe_file_stem(str(r.id)) or f"row{i}" for i, r in enumerate(records)]
+    seen: dict[str, int] = {}
+    for i, stem in enumerate(stems):
+        j = seen.setdefault(stem.casefold(), i)
+        if j != i:
+            raise MelfusionInputError(
+                f"rows {j} and {i} (ids {records[j].id!r}, {records[i].id!r}) would both write {stem}.wav; "
+                "give the rows distinct plain ids (letters, digits, '-', '_')"
+            )
+    return [f"{stem}.wav" for stem in stems]
+
+
+def expected_settings(
+    args: argparse.Namespace, pipe: Any, model_name: str, image_guidance: float | None
+) -> dict[str, Any]:
+    """This run's values of RESUME_KEYS that are the same for every row (as the sidecar records them)."""
+    from melfusion.guidance.conditioner import normalize_capture
+
+    return {
+        "negative_prompt": args.negative,
+        "model": model_name,
+        "audio_length_in_s": float(
+            args.seconds if args.seconds is not None else pipe.default_audio_length_in_s
+        ),
+        "num_inference_steps": args.steps,
+        "guidance_scale": args.guidance,
+        "image_guidance_scale": (
+            image_guidance if image_guidance is not None else pipe.config.get("default_image_guidance_scale")
+        ),
+        "scheduler": type(pipe.scheduler).__name__,
+        "guidance_capture": normalize_capture(args.capture),
+        "image_inversion_steps": args.image_steps,
+        "loudness_target_lufs": args.loudness,
+    }
+
+
+def _differences(info: dict[str, Any], expected: dict[str, Any]) -> list[str]:
+    """Settings that differ; image paths compare resolved (a resume may spell the manifest path otherwise)."""
+
+    def same(key: str, old: Any, new: Any) -> bool:
+        if key == "image" and isinstance(old, str) and isinstance(new, str):
+            return _resolved(Path(old)) == _resolved(Path(new))
+        return old == new
+
+    return [f"{k} {info.get(k)!r}, now {v!r}" for k, v in expected.items() if not same(k, info.get(k), v)]
+
+
 def run_manifest(args: argparse.Namespace) -> int:
-    """Batch generation for evaluation: one clip per manifest row, named ``<reference audio stem>.wav``.
+    """Batch generation for evaluation: one clip per manifest row, named by `clip_names`.
 
     Rows are sharded across processes (``accelerate launch -m melfusion.cli generate --manifest ...``);
-    each row's seed is ``--seed + row index`` so the result does not depend on the number of processes;
-    rows whose output and sidecar already exist are skipped, so a killed run resumes."""
+    each row's seed is ``--seed + row index`` so the result does not depend on the number of processes.
+    Resuming: a row whose clip and sidecar already exist is skipped when its sidecar records this run's
+    settings (prompt, image, model, seed, length, steps, guidance, sampler, ...); when any clip was made
+    with other settings the run stops before generating and asks for a fresh --out-dir (mixing settings in
+    one evaluation folder is never silent). Commits a killed run left are finished or dropped first."""
     import torch
     import transformers
     from accelerate import PartialState
     from tqdm.auto import tqdm
 
     from melfusion import __version__
-    from melfusion.audio.io import save_audio
+    from melfusion.audio.io import read_sidecar, recover_audio_pairs
     from melfusion.data.manifest import read_manifest
 
     transformers.logging.set_verbosity_error()
     records = read_manifest(args.manifest, args.format)
     if not records:
         raise MelfusionInputError(f"{args.manifest} has no usable row")
-    out_dir = Path(args.out_dir)
-    names = [f"{(r.audio.stem if r.audio else r.id)}.wav" for r in records]
-    if len(set(names)) != len(names):
-        names = [f"{r.id}.wav" for r in records]  # several rows share one reference: name by id
     base_seed = args.seed if args.seed is not None else 0
-    state = PartialState()
-    todo = [
-        i
-        for i, n in enumerate(names)
-        if not ((out_dir / n).exists() and (out_dir / n).with_suffix(".json").exists())
+    if base_seed + len(records) - 1 > SEED_MAX:
+        raise MelfusionInputError(
+            f"--seed {base_seed} + row index exceeds 2^64 - 1 for {len(records)} rows; use a smaller --seed"
+        )
+    out_dir = Path(args.out_dir)
+    names = clip_names(records)
+    root = _resolved(out_dir)
+    for n in names:  # belt and braces: every output is a direct child of --out-dir
+        if _resolved(out_dir / n).parent != root:
+            raise MelfusionInputError(f"row output {n!r} would leave --out-dir; give the row a plain id")
+    check_output_folder(
+        out_dir, f"--out-dir {out_dir}", [n for name in names for n in (name, f"{name[:-4]}.json")]
+    )
+    recover_audio_pairs(out_dir)
+    inputs = {_resolved(Path(args.manifest)): f"--manifest {args.manifest}"}
+    for r in records:
+        inputs.update({_resolved(Path(im)): f"image {im}" for im in r.images})
+        if r.audio:
+            inputs[_resolved(Path(r.audio))] = f"reference audio {r.audio}"
+    existing = [
+        i for i, n in enumerate(names) if check_replaceable(out_dir / n, inputs, "--out-dir", verify_hash=False)
     ]
+
+    state = PartialState()
     device = str(state.device) if args.device == "auto" else resolve_device(args.device)
     pipe, model_name = load_pipeline(args.model, device)
     set_scheduler(pipe, args.scheduler)
     image_guidance = apply_image_guidance(pipe, args.image_guidance)
     pipe.set_progress_bar_config(disable=True)
+
+    common = expected_settings(args, pipe, model_name, image_guidance)
+    done: set[int] = set()
+    stale: list[str] = []
+    for i in existing:
+        info = read_sidecar(out_dir / names[i]) or {}
+        rec = records[i]
+        diff = _differences(
+            info,
+            {
+                **common,
+                "prompt": [rec.text],
+                "image": str(_resolved(Path(rec.images[0]))),
+                "seed": base_seed + i,
+            },
+        )
+        if diff:
+            stale.append(f"{names[i]}: {diff[0]}")
+        else:
+            done.add(i)
+    if stale:
+        raise MelfusionInputError(
+            f"--out-dir {out_dir} holds {len(stale)} clip(s) made with other settings ({stale[0]}); use a "
+            "fresh --out-dir, or delete those clips and their .json files to regenerate them"
+        )
+    todo = [i for i in range(len(names)) if i not in done]
+    check_free_space(out_dir, len(todo), common["audio_length_in_s"], pipe.sample_rate)
+    state.wait_for_everyone()  # every process has listed the existing clips before any writes
     failed = 0
     with state.split_between_processes(todo) as mine:
         bar = tqdm(mine, desc=f"generate [{state.process_index}]", disable=not state.is_local_main_process)
@@ -328,22 +619,17 @@ def run_manifest(args: argparse.Namespace) -> int:
             meta = {
                 **result.parameters,
                 "model": model_name,
-                "image": str(rec.images[0]),
+                "image": str(_resolved(Path(rec.images[0]))),
                 "row": i,
                 "id": rec.id,
                 "reference_audio": str(rec.audio),
+                "loudness_target_lufs": args.loudness,
                 "melfusion_version": __version__,
                 "command": "melfusion generate --manifest",
             }
-            save_audio(
-                out_dir / names[i],
-                result.audios[0],
-                result.sample_rate,
-                loudness_lufs=args.loudness,
-                metadata=meta,
-            )
+            _save(out_dir / names[i], result.audios[0], result.sample_rate, args.loudness, meta)
     state.wait_for_everyone()
     if state.is_main_process:
-        done = sum((out_dir / n).exists() for n in names)
-        print(f"{done}/{len(names)} clips in {out_dir} ({len(names) - len(todo)} were already there)")
+        done_now = sum((out_dir / n).exists() for n in names)
+        print(f"{done_now}/{len(names)} clips in {out_dir} ({len(done)} were already there)")
     return 0 if failed == 0 else 1

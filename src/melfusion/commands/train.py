@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -14,9 +15,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--config", default=None, help="YAML file with model/data/optim/train sections")
     p.add_argument("overrides", nargs="*", help="SECTION.KEY=VALUE settings applied after the file")
-    p.add_argument("--resume", default=None, help="'latest' or a checkpoint folder")
     p.add_argument(
-        "--export", default=None, help="pipeline folder to write at the end (default: OUTPUT/final)"
+        "--resume",
+        default=None,
+        help="'latest' or a checkpoint folder (safetensors + JSON; folders holding pickles are refused)",
+    )
+    p.add_argument(
+        "--export",
+        default=None,
+        help="pipeline folder to write at the end (default: OUTPUT/final); it must be new, empty or an earlier "
+        "export, never the run's own folder or an input (checked before training starts)",
     )
     p.add_argument("--no-export", action="store_true", help="do not write a pipeline folder at the end")
     p.set_defaults(func=run)
@@ -39,7 +47,12 @@ def run(args: argparse.Namespace) -> int:
     config.validate()
     import transformers
 
-    from melfusion.training.trainer import MeLFusionTrainer
+    from melfusion.training.loop import check_export_target
+    from melfusion.training.trainer import MeLFusionTrainer, export_inputs
+
+    if not args.no_export:  # before training: a refused target must not cost the run
+        out = config.train.output_dir
+        check_export_target(args.export or Path(out) / "final", out, export_inputs(config))
 
     transformers.logging.set_verbosity_error()
     trainer = MeLFusionTrainer(config)

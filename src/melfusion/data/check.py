@@ -4,8 +4,10 @@ Kinds of problem (per file, so one item can have several):
 - `missing`: the path does not exist.
 - `unreadable`: it exists but cannot be opened as audio / an image (empty file, no permission, a
   directory, not a format soundfile / Pillow reads, e.g. text saved as .wav).
-- `corrupt`: the format is recognised but decoding fails (truncated or damaged data, NaN samples).
-- `silent`: audio whose RMS level over the used segment is below `silence_dbfs` (dB re full scale).
+- `corrupt`: the format is recognised but decoding fails (truncated or damaged data, NaN samples), or the
+  decoded samples reach an absurd amplitude (peak above `MAX_PEAK`, full scale being 1).
+- `silent`: audio whose RMS level over the used segment is below `silence_dbfs` (dB re full scale), or a
+  constant (DC) signal: its level around its mean is below `silence_dbfs`.
 - `too_short`: audio whose used segment lasts less than `min_seconds`.
 - `invalid_row`: a manifest row the reader skipped (see `melfusion.data.manifest`).
 An item is usable when its audio has no problem and at least one of its images opens; the `usable`
@@ -41,6 +43,7 @@ INVALID_ROW = "invalid_row"
 LOW_SAMPLE_RATE = "low_sample_rate"  # a note, not a problem
 PROBLEM_KINDS = (MISSING, UNREADABLE, CORRUPT, SILENT, TOO_SHORT, INVALID_ROW)
 _BLOCK = 1 << 16  # audio frames read per block
+MAX_PEAK = 1e3  # decoded samples beyond ±1000 × full scale are garbage (e.g. a float WAV of 1e30s), not audio
 
 
 @dataclass(frozen=True)
@@ -181,6 +184,9 @@ class AudioFacts:
     frames: int
     seconds: float  # of the used segment
     rms_dbfs: float  # of the used segment; -inf for digital silence
+    peak: float = 0.0  # largest |sample| of the used segment
+    ac_dbfs: float | None = None  # level around each channel's mean (RMS less the DC offset); None: unknown
+    dc_offset: float = 0.0  # mean sample value (over all channels)
 
 
 _WAV_DATA = re.compile(r"^data\s*:\s*(\d+)\s*\(should be (\d+)\)", re.MULTILINE)
@@ -222,7 +228,10 @@ def probe_audio(
             return CORRUPT, truncated
         first = min(frames, round((start_s or 0.0) * rate))
         last = frames if end_s is None else min(frames, round(end_s * rate))
-        total_sq, read = 0.0, 0
+        total_sq, read, peak = 0.0, 0, 0.0
+        # per channel running mean and sum of squared deviations, combined block by block (Chan et al.)
+        mean = np.zeros(channels, dtype=np.float64)
+        m2 = np.zeros(channels, dtype=np.float64)
         try:
             if first > 0:
                 f.seek(first)
@@ -233,9 +242,18 @@ def probe_audio(
                     break
                 if not np.isfinite(block).all():
                     return CORRUPT, "contains NaN or infinite samples"
-                total_sq += float(np.square(block, dtype=np.float64).sum())
-                read += block.shape[0]
-                remaining -= block.shape[0]
+                block64 = block.astype(np.float64)
+                peak = max(peak, float(np.abs(block64).max()))
+                if peak > MAX_PEAK:
+                    return CORRUPT, f"absurd amplitude: samples reach {peak:.3g} (full scale is 1)"
+                total_sq += float(np.square(block64).sum())
+                n = block.shape[0]
+                block_mean = block64.mean(axis=0)
+                delta = block_mean - mean
+                m2 += np.square(block64 - block_mean).sum(axis=0) + np.square(delta) * read * n / (read + n)
+                mean += delta * n / (read + n)
+                read += n
+                remaining -= n
         except (sf.LibsndfileError, RuntimeError, ValueError, OSError) as err:
             return (
                 CORRUPT,
@@ -247,8 +265,21 @@ def probe_audio(
                 f"truncated: the header announces {frames} frames, only {first + read} could be read",
             )
     rms_sq = total_sq / (read * channels) if read else 0.0
-    dbfs = 10.0 * math.log10(rms_sq) if rms_sq > 0 else -math.inf
-    return AudioFacts(rate, channels, frames, read / rate, dbfs)
+    ac_sq = float(m2.sum()) / (read * channels) if read else 0.0
+    return AudioFacts(
+        rate,
+        channels,
+        frames,
+        read / rate,
+        _dbfs(rms_sq),
+        peak=peak,
+        ac_dbfs=_dbfs(ac_sq),
+        dc_offset=float(mean.mean()) if read else 0.0,
+    )
+
+
+def _dbfs(mean_square: float) -> float:
+    return 10.0 * math.log10(mean_square) if mean_square > 0 else -math.inf
 
 
 def _check_audio(
@@ -273,6 +304,12 @@ def _classify_audio(
     if facts.rms_dbfs < silence_dbfs:
         level = "digital silence" if facts.rms_dbfs == -math.inf else f"RMS {facts.rms_dbfs:.1f} dBFS"
         return SILENT, f"{level} < {silence_dbfs:g} dBFS"
+    if facts.ac_dbfs is not None and facts.ac_dbfs < silence_dbfs:
+        level = "no variation" if facts.ac_dbfs == -math.inf else f"{facts.ac_dbfs:.1f} dBFS around it"
+        return (
+            SILENT,
+            f"constant DC offset {facts.dc_offset:.3g} with {level} (< {silence_dbfs:g} dBFS): no signal",
+        )
     return None
 
 

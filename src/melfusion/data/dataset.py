@@ -31,6 +31,7 @@ import soxr
 import torch
 from torch.utils.data import Dataset
 
+from melfusion.data.check import MAX_PEAK
 from melfusion.data.manifest import TripletRecord, read_manifest_with_problems
 from melfusion.errors import MelfusionInputError
 from melfusion.guidance.preprocess import preprocess_image
@@ -73,7 +74,7 @@ def read_audio_window(
     With `rng`, the window starts at a uniformly drawn offset inside the segment (else at its start);
     segments shorter than the window are zero-padded at the end. Returns (audio (num_samples,) float32,
     offset in samples at `sample_rate` from the segment start, number of real (unpadded) samples).
-    Raises MelfusionInputError for unreadable or corrupt files.
+    Raises MelfusionInputError for unreadable or corrupt files (NaN, infinite or absurdly large samples).
     """
     path = Path(path)
     try:
@@ -115,6 +116,9 @@ def read_audio_window(
         raise MelfusionInputError(f"{path}: no samples could be read")
     if not np.isfinite(data).all():
         raise MelfusionInputError(f"{path}: contains NaN or infinite samples")
+    peak = float(np.abs(data).max())
+    if peak > MAX_PEAK:  # a float file of garbage values: training on it gives NaN losses
+        raise MelfusionInputError(f"{path}: absurd amplitude (samples reach {peak:.3g}, full scale is 1)")
     mono = data.mean(axis=1) if data.shape[1] > 1 else data[:, 0]  # (T,)
     if rate != sample_rate:
         mono = soxr.resample(mono, rate, sample_rate, quality="HQ")

@@ -98,7 +98,7 @@ def pack_embedded(
         raise FileNotFoundError(f"{src} is not a pipeline folder (no model_index.json)")
     tmp = dst.with_name(f".{dst.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    shutil.copytree(src, tmp, ignore=shutil.ignore_patterns(*TEXT_PARTS))
+    shutil.copytree(src, tmp, ignore=shutil.ignore_patterns(*TEXT_PARTS, "melfusion_export.json"))
     for part in HALF_PARTS:
         for f in (tmp / part).glob("*.safetensors"):
             tensors = {k: v.half() if v.dtype == torch.float32 else v for k, v in load_file(f).items()}

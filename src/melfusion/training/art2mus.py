@@ -10,8 +10,8 @@ Only P (the projection) receives gradients: AdamW 2e-5, constant schedule with w
 
 Configs are YAML with a top-level `trainer: art2mus` and model/data/optim/train sections
 (`configs/art2mus*.yaml`); `melfusion train --config ...` dispatches here (`is_art2mus_config`).
-Checkpoints are accelerate `save_state` folders written atomically (step-N/ + trainer_state.json);
-`export` writes an `Art2MusPipeline` folder (safetensors).
+Checkpoints are safetensors + JSON folders written atomically (step-N/ + trainer_state.json, see
+`training/loop.py`); `export` writes an `Art2MusPipeline` folder (safetensors).
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,9 +37,10 @@ from melfusion.data.manifest import read_manifest_with_problems
 from melfusion.errors import MelfusionInputError
 from melfusion.guidance.preprocess import tensor_sha256
 from melfusion.pipelines.art2mus.constants import NEGATIVE_PROMPT, SUPPORT_PROMPT
-from melfusion.training.loop import EpochSampler, TrainLoopMixin
+from melfusion.training.loop import EpochSampler, TrainLoopMixin, check_export_target, write_export
 from melfusion.training.losses import diffusion_loss, diffusion_target, min_snr_weights
 from melfusion.training.settings import config_from_dict, config_trainer, load_typed_config
+from melfusion.utils.files import safe_file_stem
 
 logger = logging.getLogger(__name__)
 TRAINER_NAME = "art2mus"
@@ -564,7 +564,7 @@ class Art2MusTrainer(TrainLoopMixin):
                     progress=False,
                 )
                 save_audio(
-                    out / f"{i:02d}_{rec.id.replace('/', '_')}.wav",
+                    out / f"{i:02d}_{safe_file_stem(rec.id)}.wav",
                     res.audios[0],
                     res.sample_rate,
                     metadata={**res.parameters, "step": self.global_step},
@@ -577,25 +577,37 @@ class Art2MusTrainer(TrainLoopMixin):
 
     # ------------------------------------------------------------------------------------- export
     def export(self, path: str | os.PathLike[str] | None = None) -> Path:
-        """Write the trained `Art2MusPipeline` folder (safetensors) atomically."""
+        """Write the trained `Art2MusPipeline` folder (safetensors) atomically; refuses a target whose
+        replacement would destroy files (`check_export_target`)."""
         acc = self.accelerator
         path = Path(path or self.output_dir / "final")
+        check_export_target(path, self.output_dir, export_inputs(self.config))  # on every rank: all raise
         acc.wait_for_everyone()
         if acc.is_main_process:
-            tmp = path.with_name(f".{path.name}.tmp")
-            shutil.rmtree(tmp, ignore_errors=True)
-            self.pipe.save_pretrained(tmp, safe_serialization=True)
-            if path.exists():
-                shutil.rmtree(path)
-            os.replace(tmp, path)
+
+            def write(tmp: Path) -> None:
+                self.pipe.save_pretrained(tmp, safe_serialization=True)
+
+            about = {"trainer": TRAINER_NAME, "step": self.global_step}
+            write_export(path, self.output_dir, write, about, export_inputs(self.config))
         acc.wait_for_everyone()
         return path
+
+
+def export_inputs(config: Art2MusConfig) -> list[str | os.PathLike[str] | None]:
+    """Folders this run reads, which an export must never replace."""
+    m, t = config.model, config.train
+    cache = (t.cache_dir or Path(t.output_dir) / "cache") if t.use_cache else None
+    return [m.pretrained, m.image_encoder_path, m.weights_dir, cache]
 
 
 def run_art2mus(args: Any) -> int:
     """`melfusion train` for an Art2Mus config (args: config, overrides, resume, export, no_export)."""
     config = load_art2mus_config(args.config, getattr(args, "overrides", None))
     config.validate()
+    if not getattr(args, "no_export", False):  # before training: a refused target must not cost the run
+        out = config.train.output_dir
+        check_export_target(getattr(args, "export", None) or Path(out) / "final", out, export_inputs(config))
     import transformers
 
     transformers.logging.set_verbosity_error()

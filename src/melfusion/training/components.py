@@ -23,7 +23,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,7 +42,13 @@ from melfusion.data.manifest import read_manifest_with_problems
 from melfusion.errors import MelfusionInputError
 from melfusion.guidance.preprocess import load_image, preprocess_image
 from melfusion.models.tiny import build_vae
-from melfusion.training.loop import EpochSampler, TrainLoopMixin
+from melfusion.training.loop import (
+    SILENCE_DBFS,
+    EpochSampler,
+    TrainLoopMixin,
+    check_export_target,
+    write_export,
+)
 from melfusion.training.settings import config_trainer, load_typed_config
 
 logger = logging.getLogger(__name__)
@@ -264,18 +269,21 @@ class ComponentTrainer(TrainLoopMixin):
         frames = self.mel_config.num_frames(m.audio_seconds)
         num_samples = self.mel_config.num_samples(frames)
         items, ids, bad = [], [], []
+        silent = short = 0
         for rec in tqdm(
             records, desc=f"load {Path(manifest).name}", disable=not self.accelerator.is_local_main_process
         ):
             try:
                 if m.component == "audio_vae":
-                    audio, _, _ = read_audio_window(
+                    audio, _, length = read_audio_window(
                         rec.audio,
                         self.mel_config.sample_rate,
                         num_samples,
                         start_s=rec.start_s,
                         end_s=rec.end_s,
                     )
+                    short += length < num_samples
+                    silent += float(audio[: max(length, 1)].std()) <= 10 ** (SILENCE_DBFS / 20)
                     mel = mel_spectrogram(torch.from_numpy(audio)[None], self.mel_config)[:, :frames]
                     items.append(mel)  # (1, frames, n_mels)
                 else:
@@ -286,8 +294,22 @@ class ComponentTrainer(TrainLoopMixin):
         if bad:
             logger.warning("skipped %d unreadable item(s) in %s, e.g. %s", len(bad), manifest, bad[0])
         self.num_skipped += len(bad)
-        if not items:
-            raise MelfusionInputError(f"no usable item in {manifest} ({len(bad)} unreadable)")
+        if not items or silent == len(items):
+            raise MelfusionInputError(
+                f"no usable item in {manifest} ({len(bad)} unreadable, {silent} silent): nothing to train "
+                f"on; run `melfusion data check {manifest}` to list them, then fix or drop them"
+            )
+        if silent or short:
+            logger.warning(
+                "%s: of %d item(s), %d are silent (below %g dBFS) and %d shorter than the %.2f s window "
+                "(zero-padded); run `melfusion data check` to drop them",
+                manifest,
+                len(items),
+                silent,
+                SILENCE_DBFS,
+                short,
+                m.audio_seconds,
+            )
         return _InMemory(torch.stack(items), ids)
 
     def _trainable_parameters(self) -> list[torch.nn.Parameter]:
@@ -366,22 +388,33 @@ class ComponentTrainer(TrainLoopMixin):
         return float(z.std())
 
     def export(self, path: str | os.PathLike | None = None) -> Path:
-        """The trained component as a diffusers model folder (safetensors), written atomically."""
+        """The trained component as a diffusers model folder (safetensors), written atomically; refuses a
+        target whose replacement would destroy files (`check_export_target`)."""
         acc = self.accelerator
         path = Path(path or self.output_dir / "final")
+        check_export_target(path, self.output_dir, export_inputs(self.config))  # on every rank: all raise
         acc.wait_for_everyone()
         if acc.is_main_process:
             net = acc.unwrap_model(self.net)
             if self.config.model.component != "image_unet":
                 net.register_to_config(scaling_factor=1.0 / max(self.latent_std(), 1e-6))
-            tmp = path.with_name(f".{path.name}.tmp")
-            shutil.rmtree(tmp, ignore_errors=True)
-            net.save_pretrained(tmp, safe_serialization=True)
-            if path.exists():
-                shutil.rmtree(path)
-            os.replace(tmp, path)
+
+            def write(tmp: Path) -> None:
+                net.save_pretrained(tmp, safe_serialization=True)
+
+            about = {
+                "trainer": TRAINER_NAME,
+                "component": self.config.model.component,
+                "step": self.global_step,
+            }
+            write_export(path, self.output_dir, write, about, export_inputs(self.config))
         acc.wait_for_everyone()
         return path
+
+
+def export_inputs(config: ComponentConfig) -> list[str | None]:
+    """Folders this run reads, which an export must never replace."""
+    return [config.model.image_vae]
 
 
 def _has_tensorboard() -> bool:
@@ -401,6 +434,12 @@ def _sd_scheduler() -> dict[str, Any]:
 def run_component(args: Any) -> int:
     """`melfusion train --config X.yaml` with `trainer: component`."""
     config = load_component_config(args.config, args.overrides)
+    if not args.no_export:  # before training: a refused target must not cost the run
+        check_export_target(
+            args.export or Path(config.train.output_dir) / "final",
+            config.train.output_dir,
+            export_inputs(config),
+        )
     trainer = ComponentTrainer(config)
     trainer.train(resume=args.resume)
     if config.train.checkpoint_every:

@@ -15,7 +15,6 @@ import dataclasses
 import logging
 import math
 import os
-import shutil
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
@@ -40,8 +39,15 @@ from melfusion.guidance.preprocess import tensor_sha256
 from melfusion.models.synapse import VisualSynapse
 from melfusion.pipelines.melfusion import MeLFusionPipeline
 from melfusion.training.config import ExperimentConfig, ModelConfig
-from melfusion.training.loop import BalancedEpochSampler, EpochSampler, TrainLoopMixin
+from melfusion.training.loop import (
+    BalancedEpochSampler,
+    EpochSampler,
+    TrainLoopMixin,
+    check_export_target,
+    write_export,
+)
 from melfusion.training.losses import diffusion_loss, diffusion_target, min_snr_weights
+from melfusion.utils.files import safe_file_stem
 
 logger = logging.getLogger(__name__)
 
@@ -242,6 +248,8 @@ class MeLFusionTrainer(TrainLoopMixin):
             pipe.image_vae,
             pipe.image_text_encoder,
         ):
+            if frozen is None:  # no image text encoder: the model stores ∅
+                continue
             frozen.requires_grad_(False)
             frozen.eval()
         pipe.unet.train()
@@ -255,7 +263,7 @@ class MeLFusionTrainer(TrainLoopMixin):
         self.conditioner = pipe.image_conditioner(device)
         self.image_grid = self.conditioner.inversion_grid(t.inversion_steps)
         if pipe.synapse.config.get("image_timestep") is not None:  # inference inverts on this same grid
-            pipe.synapse.register_to_config(image_inversion_steps=int(t.inversion_steps))
+            pipe.synapse.register_to_config(image_inversion_grid=self.image_grid.tolist())
 
         # Data
         seconds = config.data.audio_seconds or pipe.default_audio_length_in_s
@@ -305,8 +313,7 @@ class MeLFusionTrainer(TrainLoopMixin):
         self.ema: EMAModel | None = None
         if t.ema_decay is not None:
             self.ema = EMAModel(self._trainable_parameters(), decay=t.ema_decay)
-            self.ema.to(device)
-            self.accelerator.register_for_checkpointing(self.ema)
+            self.ema.to(device)  # saved by the loop as safetensors + JSON (`_checkpoint_objects`)
 
         self.cache = FeatureCache((t.cache_dir or self.output_dir / "cache") if t.use_cache else None)
         self._trajectories: dict[str, InversionTrajectory] = {}
@@ -544,6 +551,18 @@ class MeLFusionTrainer(TrainLoopMixin):
         if self.ema is not None:
             self.ema.step(params)
 
+    def _checkpoint_objects(self) -> dict[str, Any]:
+        return {"ema": self.ema} if self.ema is not None else {}
+
+    def _after_load_checkpoint(self) -> None:
+        if self.ema is not None:
+            params, shadow = self._trainable_parameters(), self.ema.shadow_params
+            if len(shadow) != len(params) or any(s.shape != p.shape for s, p in zip(shadow, params)):
+                raise ValueError(
+                    f"its EMA holds {len(shadow)} tensors that do not fit the {len(params)} trained"
+                )
+            self.ema.to(self.accelerator.device)  # the shadow weights are read onto the CPU
+
     # ------------------------------------------------------------------------------------ validation
     @torch.no_grad()
     def validation_loss(self, use_image: bool = True) -> float:
@@ -600,12 +619,14 @@ class MeLFusionTrainer(TrainLoopMixin):
                     audio_length_in_s=self.num_samples / self.mel_config.sample_rate,
                 )
                 save_audio(
-                    out / f"{i:02d}_{rec.id}.wav",
+                    out / f"{i:02d}_{safe_file_stem(rec.id)}.wav",
                     res.audios[0],
                     res.sample_rate,
                     metadata={**res.parameters, "step": self.global_step},
                 )
-                _save_spectrogram_png(res.audios[0], self.mel_config, out / f"{i:02d}_{rec.id}.png")
+                _save_spectrogram_png(
+                    res.audios[0], self.mel_config, out / f"{i:02d}_{safe_file_stem(rec.id)}.png"
+                )
                 for tracker in acc.trackers:
                     if tracker.name == "tensorboard":
                         tracker.writer.add_audio(f"val/{i}", res.audios[0], self.global_step, res.sample_rate)
@@ -632,21 +653,33 @@ class MeLFusionTrainer(TrainLoopMixin):
     # ---------------------------------------------------------------------------------------- export
     def export(self, path: str | os.PathLike | None = None, use_ema: bool = True) -> Path:
         """Write the trained pipeline folder (safetensors), atomically; ``MeLFusionPipeline.from_pretrained``
-        loads it."""
+        loads it. Refuses a target whose replacement would destroy files (`check_export_target`)."""
         acc = self.accelerator
         path = Path(path or self.output_dir / "final")
+        check_export_target(path, self.output_dir, export_inputs(self.config))  # on every rank: all raise
         acc.wait_for_everyone()
         if acc.is_main_process:
-            tmp = path.with_name(f".{path.name}.tmp")
-            shutil.rmtree(tmp, ignore_errors=True)
             self.pipe.store_image_null_prompt()  # inference then needs no image text encoder
-            with self._ema_weights() if use_ema else nullcontext():
-                self.pipe.save_pretrained(tmp, safe_serialization=True)
-            if path.exists():
-                shutil.rmtree(path)
-            os.replace(tmp, path)
+
+            def write(tmp: Path) -> None:
+                with self._ema_weights() if use_ema else nullcontext():
+                    self.pipe.save_pretrained(tmp, safe_serialization=True)
+
+            about = {
+                "trainer": "melfusion",
+                "step": self.global_step,
+                "ema": use_ema and self.ema is not None,
+            }
+            write_export(path, self.output_dir, write, about, export_inputs(self.config))
         acc.wait_for_everyone()
         return path
+
+
+def export_inputs(config: ExperimentConfig) -> list[str | os.PathLike | None]:
+    """Folders this run reads, which an export must never replace."""
+    m, t = config.model, config.train
+    cache = (t.cache_dir or Path(t.output_dir) / "cache") if t.use_cache else None
+    return [m.pretrained, m.audio_vae, m.image_vae, m.image_unet, cache]
 
 
 def _save_spectrogram_png(audio: np.ndarray, mel: MelConfig, path: Path) -> None:
