@@ -113,6 +113,7 @@ def test_re_export_onto_an_earlier_export_replaces_it(manifest, tmp_path):
     target = tmp_path / "exported"
     assert trainer.export(target) == target
     (target / "stale.txt").write_text("from the first export")
+    (tmp_path / ".exported.dead.tmp").mkdir()  # a killed export's temporary
     trainer.export(target)
     assert not (target / "stale.txt").exists() and (target / "melfusion_export.json").is_file()
     MeLFusionPipeline.from_pretrained(target)

@@ -299,6 +299,8 @@ def write_export(
     """Write an export folder next to ``path`` with ``write(tmp)``, mark it as ours and swap it into place
     (an earlier export there is removed only after the new one is complete). Call on the main process."""
     path = check_export_target(path, output_dir, inputs)
+    for stale in [*path.parent.glob(f".{path.name}.*.tmp"), *path.parent.glob(f".{path.name}.*.old")]:
+        shutil.rmtree(stale, ignore_errors=True)  # left by an export that was killed
     token = secrets.token_hex(4)
     tmp = path.with_name(f".{path.name}.{token}.tmp")
     old = path.with_name(f".{path.name}.{token}.old")
@@ -648,6 +650,6 @@ def _audit_batch(batch: dict[str, Any], skipped: int) -> np.ndarray:
     for row, length in zip(audio, lengths):
         length = max(1, min(int(length), row.shape[-1]))
         short += length < row.shape[-1]
-        level = float(row[:length].double().std(unbiased=False)) if length > 1 else 0.0
+        level = float(row[:length].float().std(unbiased=False)) if length > 1 else 0.0
         silent += level <= 10 ** (SILENCE_DBFS / 20)
     return np.array([n, skipped, silent, short], dtype=np.int64)
