@@ -21,7 +21,10 @@ _COMMAND_MODULES = (
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from melfusion import __version__
+
     parser = argparse.ArgumentParser(prog="melfusion", description="Music from an image and a text prompt.")
+    parser.add_argument("--version", action="version", version=f"melfusion {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     for name in _COMMAND_MODULES:
         try:

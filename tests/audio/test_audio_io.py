@@ -72,7 +72,8 @@ def test_loudness_target_within_half_lu(tmp_path, kind):
 def test_loudness_then_peak_safety_wins(tmp_path):
     # Very loud target on noise: the peak limit caps the gain, never clipping.
     x = np.random.default_rng(1).standard_normal(3 * SR) * 0.05
-    data, _ = sf.read(save_audio(tmp_path / "hot.wav", x, SR, loudness_lufs=0.0))
+    with pytest.warns(UserWarning, match="peak limit"):  # and it says so
+        data, _ = sf.read(save_audio(tmp_path / "hot.wav", x, SR, loudness_lufs=0.0))
     assert np.abs(data).max() <= 0.99 + 1 / 32768
 
 
@@ -91,7 +92,7 @@ def test_sidecar_content(tmp_path):
     assert out == tmp_path / "gen" / "out.wav"
     info = json.loads((tmp_path / "gen" / "out.json").read_text())
     assert info["prompt"] == "calm piano" and info["seed"] == 7
-    assert info["sample_rate"] == SR and info["num_samples"] == 2 * SR and info["duration_s"] == 2.0
+    assert info["sample_rate"] == SR and info["audio_samples"] == 2 * SR and info["duration_s"] == 2.0
     assert info["loudness_lufs"] == pytest.approx(measure_loudness(_tone(2.0), SR), abs=1e-6)
     save_audio(tmp_path / "short.flac", _tone(0.1), SR, metadata={})
     assert json.loads((tmp_path / "short.json").read_text())["loudness_lufs"] is None

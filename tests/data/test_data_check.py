@@ -121,11 +121,12 @@ def test_cli_check_no_usable_item_exits_2(tmp_path, capsys):
     assert json.loads(out_json.read_text())["num_usable"] == 0  # the report is written anyway
 
 
-def test_cli_check_malformed_manifest_exits_2(tmp_path, capsys):
+def test_cli_check_reports_a_malformed_line_and_goes_on(tmp_path, capsys):
     m = tmp_path / "m.jsonl"
     m.write_text('{"image": "a.png", "text": "t", "audio": "a.wav"}\nnot json\n')
-    assert main(["data", "check", str(m), "--no-progress"]) == 2
-    assert "m.jsonl:2: not valid JSON" in capsys.readouterr().err
+    assert main(["data", "check", str(m), "--no-progress"]) == 2  # nothing usable: a.wav is missing too
+    out = capsys.readouterr().out
+    assert "m.jsonl:2: not valid JSON" in out and "a.wav" in out  # both problems listed, not just the first
 
 
 def test_cli_convert(tmp_path, capsys):

@@ -165,14 +165,19 @@ def test_melbench_csv(tmp_path):
     assert len(problems) == 1 and "start_second" in problems[0].reason and problems[0].where.endswith(":4")
 
 
-def test_malformed_json_line_names_file_and_line(tmp_path):
+def test_malformed_json_line_is_one_bad_row_named_by_file_and_line(tmp_path):
     m = tmp_path / "bad.jsonl"
-    m.write_text('{"image": "a.png", "text": "t", "audio": "a.wav"}\n{"image": "b.png", "text": \n')
+    good = '{"image": "a.png", "text": "t", "audio": "a.wav"}\n'
+    m.write_text(good + '{"image": "b.png", "text": \n' + good.replace("a.", "c."))
+    records, problems = read_manifest_with_problems(m)
+    assert [r.audio.name for r in records] == ["a.wav", "c.wav"]  # the lines after it are read
+    assert len(problems) == 1 and problems[0].where.endswith("bad.jsonl:2")
+    assert "not valid JSON" in problems[0].reason and "one JSON object" in problems[0].reason
     with pytest.raises(MelfusionInputError, match=r"bad\.jsonl:2: not valid JSON .*one JSON object"):
-        read_manifest(m)
-    m.write_text('{"image": "a.png", "text": "t", "audio": "a.wav"}\n["a.png", "t", "a.wav"]\n')
+        read_manifest(m, on_error="raise")
+    m.write_text(good + '["a.png", "t", "a.wav"]\n')
     with pytest.raises(MelfusionInputError, match=r"bad\.jsonl:2: expected a JSON object per line, got list"):
-        read_manifest(m)
+        read_manifest(m, on_error="raise")
 
 
 def test_content_problems_are_skipped_and_logged(tmp_path, caplog):

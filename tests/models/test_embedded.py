@@ -113,3 +113,28 @@ def test_shipped_weights_load_and_make_sound():
     assert out.sample_rate == 16000
     assert audio.shape == (1, int(round(pipe.default_audio_length_in_s * 16000)))
     assert np.isfinite(audio).all() and np.abs(audio).max() > 1e-3
+
+
+def test_readme_python_example_runs_as_written(monkeypatch):
+    """The README's Python block, verbatim, on the embedded default from the repository root."""
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    (block,) = re.findall(r"## Python\n\n```python\n(.*?)```", (root / "README.md").read_text(), re.S)
+    assert 'from_pretrained("embedded")' in block
+    monkeypatch.chdir(root)
+    scope: dict = {}
+    exec(compile(block, "README.md", "exec"), scope)  # noqa: S102 — our own README
+    out = scope["out"]
+    assert out.audios.shape == (2, 81920) and out.sample_rate == 16000
+    assert np.isfinite(out.audios).all() and out.parameters["guidance_capture"] == "trajectory"
+
+
+def test_from_pretrained_loads_packed_folders_and_the_embedded_name():
+    from melfusion.pipelines.melfusion import MeLFusionPipeline
+
+    folder = embedded_model_dir()
+    by_name, by_path = MeLFusionPipeline.from_pretrained("embedded"), MeLFusionPipeline.from_pretrained(folder)
+    assert by_name.unet.dtype == by_path.unet.dtype == torch.float32
+    assert torch.equal(_run(by_name).audios, _run(by_path).audios)

@@ -184,7 +184,8 @@ def test_image_progress_bar_follows_set_progress_bar_config(tiny_pipe, capsys):
     tiny_pipe.set_progress_bar_config(disable=False)
     tiny_pipe.guidance_cache.clear()
     tiny_pipe(make_image(), "calm", **KW)
-    assert "image branch" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "image branch" in err and "denoising" in err
     assert np.isfinite(tiny_pipe(make_image(), "calm", num_inference_steps=2).audios).all()
 
 
@@ -208,3 +209,11 @@ def test_storing_the_null_prompt_keeps_one_already_stored(tiny_pipe):
 def test_more_steps_than_the_scheduler_has_is_a_clear_error(tiny_pipe):
     with pytest.raises(MelfusionInputError, match="more than this scheduler can take"):
         tiny_pipe(make_image(), "calm", num_inference_steps=1000, **{"output_type": "latent"})
+
+
+def test_longer_than_trained_clips_are_warned_about_and_cfg_branches_recorded(tiny_pipe):
+    with pytest.warns(UserWarning, match="longer than the 1.28 s clips"):
+        out = tiny_pipe(make_image(), "calm", audio_length_in_s=2.0, **KW)
+    assert out.parameters["cfg_branches"] == 2
+    assert tiny_pipe(make_image(), "calm", image_guidance_scale=2.0, **KW).parameters["cfg_branches"] == 3
+    assert tiny_pipe(make_image(), "calm", guidance_scale=1.0, **KW).parameters["cfg_branches"] == 1

@@ -206,7 +206,9 @@ def save_audio(
 
     Optional loudness normalisation to `loudness_lufs`, then peak safety (|sample| <= 0.99, never
     clips). With `metadata`, also writes `<stem>.json`: the metadata plus sample_rate, channels,
-    num_samples, duration_s, loudness_lufs (measured on what was written; null if unmeasurable),
+    audio_samples (the length), duration_s, loudness_lufs (measured on what was written; null if
+    unmeasurable), loudness_target_lufs (the asked target; a warning says when the peak limit kept the
+    clip more than 1 LU under it),
     audio_file (the audio's name) and audio_sha256 (its hash). Audio and sidecar are committed as a pair
     (`melfusion.utils.files.atomic_pair`): a crash leaves both old or, after `recover_audio_pairs`, both
     new.
@@ -229,6 +231,13 @@ def save_audio(
         x = loudness_normalize(x, sample_rate, loudness_lufs)
     x = peak_normalize(x, PEAK_LIMIT, reduce_only=True)  # (T,) or (C, T)
     _check_waveform(x, "the normalised waveform")
+    measured = measure_loudness(x, sample_rate) if (metadata is not None or loudness_lufs is not None) else None
+    if loudness_lufs is not None and measured is not None and measured < loudness_lufs - 1.0:
+        warnings.warn(
+            f"{path.name}: {measured:.1f} LUFS instead of the asked {loudness_lufs:g}: reaching it would clip, "
+            f"so the peak limit ({PEAK_LIMIT}) kept the clip quieter",
+            stacklevel=2,
+        )
 
     info = None
     if metadata is not None:
@@ -236,9 +245,10 @@ def save_audio(
         info.update(
             sample_rate=sample_rate,
             channels=1 if x.ndim == 1 else int(x.shape[0]),
-            num_samples=int(x.shape[-1]),
+            audio_samples=int(x.shape[-1]),
             duration_s=x.shape[-1] / sample_rate,
-            loudness_lufs=measure_loudness(x, sample_rate),
+            loudness_lufs=measured,
+            loudness_target_lufs=loudness_lufs,
             audio_file=path.name,
             audio_sha256="0" * 64,
         )

@@ -446,6 +446,7 @@ def run(args: argparse.Namespace) -> int:
             "sample_index": i,
             "device": device,
             "generation_seconds": round(elapsed, 3),
+            "image_guidance": "off" if args.image_guidance == "off" else image_guidance,
             "loudness_target_lufs": args.loudness,
             "melfusion_version": __version__,
             "command": "melfusion generate",

@@ -135,15 +135,16 @@ def _json_rows(path: Path, text: str) -> Iterator[tuple[str, dict[str, Any]]]:
                 else:
                     yield from _json_document_rows(path, text)
                     return
-            raise MelfusionInputError(
-                f"{path}:{lineno}: not valid JSON ({err.msg}, column {err.colno}); each line must hold one "
-                'JSON object, e.g. {"image": "a.png", "text": "calm piano", "audio": "a.wav"}'
-            ) from None
+            # a bad line is one bad row (reported and skipped), not the end of the file
+            obj = {
+                "__error__": f"not valid JSON ({err.msg}, column {err.colno}); each line must hold one JSON "
+                'object, e.g. {"image": "a.png", "text": "calm piano", "audio": "a.wav"}'
+            }
         if not isinstance(obj, dict):
-            raise MelfusionInputError(
-                f"{path}:{lineno}: expected a JSON object per line, got {type(obj).__name__}; write one "
+            obj = {
+                "__error__": f"expected a JSON object per line, got {type(obj).__name__}; write one "
                 '{"image": ..., "text": ..., "audio": ...} object per line'
-            )
+            }
         yield f"{path}:{lineno}", obj
 
 

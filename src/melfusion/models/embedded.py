@@ -39,21 +39,9 @@ def is_packed_folder(folder: str | os.PathLike[str]) -> bool:
 
 def load_packed_pipeline(folder: str | os.PathLike[str]):
     """A folder written by ``pack_embedded`` → MeLFusionPipeline (float32, MiniLM from its package)."""
-    import torch
-
-    from melfusion.models.tiny import load_minilm
     from melfusion.pipelines.melfusion import MeLFusionPipeline
 
-    tokenizer, text_encoder = load_minilm(True)
-    return MeLFusionPipeline.from_pretrained(
-        folder,
-        local_files_only=True,
-        dtype=torch.float32,
-        text_encoder=text_encoder,
-        tokenizer=tokenizer,
-        image_text_encoder=text_encoder,
-        image_tokenizer=tokenizer,
-    )
+    return MeLFusionPipeline.from_pretrained(folder)
 
 
 def load_pipeline_folder(folder: str | os.PathLike[str]):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -15,6 +16,7 @@ from diffusers import AutoencoderKL, DiffusionPipeline, UNet2DConditionModel
 from diffusers.callbacks import MultiPipelineCallbacks, PipelineCallback
 from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
+from tqdm.auto import tqdm
 
 from melfusion.errors import MelfusionInputError
 from melfusion.guidance.conditioner import ImageConditioner, normalize_capture
@@ -27,6 +29,7 @@ from melfusion.models.vocoder import GriffinLimVocoder  # noqa: F401  (diffusers
 MAX_AUDIO_SECONDS = 600.0
 MAX_STEPS = 1000
 OUTPUT_TYPES = ("np", "pt", "mel", "latent")
+EMBEDDED = "embedded"  # from_pretrained("embedded"): the model shipped in the package
 
 
 @dataclass
@@ -66,6 +69,35 @@ class MeLFusionPipeline(DiffusionPipeline):
     # so an offload hook would never bring them to the execution device: they stay there.
     _exclude_from_cpu_offload = ["synapse"]
     _callback_tensor_inputs = ["latents"]
+
+    @classmethod
+    def from_pretrained(
+        cls, pretrained_model_name_or_path: str | os.PathLike, **kwargs: Any
+    ) -> MeLFusionPipeline:
+        """diffusers' ``from_pretrained``, plus: ``"embedded"`` loads the model shipped in the package (the CLI's
+        default), and a packed folder (``python -m melfusion.models.embedded``: no text-encoder copy, float16
+        weights) gets all-MiniLM-L6-v2 from its package and loads in float32."""
+        from melfusion.models.embedded import embedded_model_dir, is_packed_folder
+
+        path = pretrained_model_name_or_path
+        if str(path) == EMBEDDED:
+            path = embedded_model_dir()
+            if path is None:
+                raise MelfusionInputError("this build of melfusion ships no embedded model weights")
+        if os.path.isdir(path) and is_packed_folder(path) and "text_encoder" not in kwargs:
+            from melfusion.models.tiny import load_minilm
+
+            tokenizer, text_encoder = load_minilm(True)
+            kwargs = {
+                "local_files_only": True,
+                "dtype": torch.float32,
+                "text_encoder": text_encoder,
+                "tokenizer": tokenizer,
+                "image_text_encoder": text_encoder,
+                "image_tokenizer": tokenizer,
+                **kwargs,
+            }
+        return super().from_pretrained(path, **kwargs)
 
     def __init__(
         self,
@@ -159,6 +191,12 @@ class MeLFusionPipeline(DiffusionPipeline):
         freq = self.unet.config.sample_size
         freq = freq[1] if not isinstance(freq, int) else freq
         return batch, int(self.unet.config.in_channels), frames // self.vae_scale_factor, int(freq)
+
+    def progress_bar(self, iterable: Any = None, total: int | None = None) -> tqdm:
+        """diffusers' progress bar, labelled (``set_progress_bar_config(desc=...)`` overrides the label)."""
+        return tqdm(
+            iterable, total=total, **{"desc": "denoising", **getattr(self, "_progress_bar_config", {})}
+        )
 
     # ------------------------------------------------------------------------------------------ checks
     def check_inputs(
@@ -591,6 +629,12 @@ class MeLFusionPipeline(DiffusionPipeline):
                 "unconditional branch, whose weight is 1 − guidance_scale); use guidance_scale > 1",
                 stacklevel=2,
             )
+        if audio_length_in_s > self.default_audio_length_in_s + 1e-6:
+            warnings.warn(
+                f"{audio_length_in_s:g} s is longer than the {self.default_audio_length_in_s:g} s clips this model "
+                "was trained on; expect it to lose structure over the length",
+                stacklevel=2,
+            )
         device = self._execution_device
         prompts = None if prompt is None else ([prompt] if isinstance(prompt, str) else list(prompt))
         n_prompts = len(prompts) if prompts is not None else prompt_embeds.shape[0]
@@ -688,6 +732,7 @@ class MeLFusionPipeline(DiffusionPipeline):
             "num_inference_steps": num_inference_steps,
             "guidance_scale": guidance_scale,
             "image_guidance_scale": image_guidance_scale,
+            "cfg_branches": 3 if three_way else 2 if do_cfg else 1,  # 2: the image in both (released code)
             "num_waveforms_per_prompt": num_waveforms_per_prompt,
             "scheduler": type(self.scheduler).__name__,
             "guidance_capture": capture,
