@@ -88,7 +88,16 @@ def test_loss_falls_when_overfitting_four_triplets(manifest, tmp_path):
     assert after < 0.6 * before, (before, after)
 
 
-def test_resume_matches_uninterrupted_run(manifest, tmp_path):
+def test_resume_latest_without_a_checkpoint_fails_before_any_model_is_built(manifest, tmp_path, capsys):
+    from melfusion.cli import main
+
+    argv = ["train", f"data.train_manifest={manifest}", f"train.output_dir={tmp_path / 'run'}", *BASE]
+    assert main([argv[0], "--resume", "latest", *argv[1:]]) == 2
+    assert "no checkpoint under" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()  # nothing built, no feature cache
+
+
+def test_resume_matches_uninterrupted_run(manifest, tmp_path, capsys):
     common = ["train.checkpoint_every=2", "train.ema_decay=0.9", "optim.lr_unet=1e-3", "optim.lr_alpha=1e-2"]
     full = MeLFusionTrainer(_config(manifest, tmp_path / "full", "train.max_steps=4", *common))
     full.train()
@@ -97,8 +106,10 @@ def test_resume_matches_uninterrupted_run(manifest, tmp_path):
     assert find_checkpoint(tmp_path / "split", "latest").name == "step-0000002"
     del first
     second = MeLFusionTrainer(_config(manifest, tmp_path / "split", "train.max_steps=4", *common))
+    capsys.readouterr()
     second.train(resume="latest")
     assert second.global_step == 4
+    assert "resumed from " in (out := capsys.readouterr().out) and "step-0000002 at step 2" in out
     for (name, a), b in zip(full.pipe.unet.named_parameters(), second.pipe.unet.parameters()):
         assert torch.allclose(a, b, atol=1e-6, rtol=1e-5), name
     assert torch.allclose(full.pipe.synapse.alpha_logits, second.pipe.synapse.alpha_logits, atol=1e-7)

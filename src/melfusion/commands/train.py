@@ -47,9 +47,11 @@ def run(args: argparse.Namespace) -> int:
     config.validate()
     import transformers
 
-    from melfusion.training.loop import check_export_target
+    from melfusion.training.loop import check_export_target, find_checkpoint
     from melfusion.training.trainer import MeLFusionTrainer, export_inputs
 
+    if args.resume:  # before building models and the feature cache: a missing checkpoint is said at once
+        find_checkpoint(config.train.output_dir, args.resume)
     if not args.no_export:  # before training: a refused target must not cost the run
         out = config.train.output_dir
         check_export_target(args.export or Path(out) / "final", out, export_inputs(config))

@@ -352,7 +352,10 @@ class TrainLoopMixin:
         t = self.config.train
         acc = self.accelerator
         if resume:
-            self.load_checkpoint(find_checkpoint(self.output_dir, resume))
+            checkpoint = find_checkpoint(self.output_dir, resume)
+            self.load_checkpoint(checkpoint)
+            if acc.is_main_process:
+                print(f"resumed from {checkpoint} at step {self.global_step} (epoch {self.epoch})", flush=True)
         if acc.is_main_process:
             self.output_dir.mkdir(parents=True, exist_ok=True)
             atomic_write_json(self.output_dir / "config.json", self.config.to_dict())
