@@ -137,7 +137,7 @@ def test_image_guidance_default_off_and_explicit(tiny_components_factory, image_
         ({"--seconds": "0"}, "--seconds must be"),
         ({"--seconds": "nan"}, "--seconds must be"),
         ({"--steps": "0"}, "--steps must be"),
-        ({"--out": "x.mp3"}, "must end in .wav or .flac"),
+        ({"--out": "x.aiff"}, "must end in .wav, .flac, .mp3 or .ogg"),
         ({"--model": "DIR"}, "not a melfusion model folder"),
         ({"--model": "nowhere"}, "model folder not found"),
         ({"--num-samples": "0"}, "--num-samples"),

@@ -133,7 +133,7 @@ def test_atomic_helpers(tmp_path):
 @pytest.mark.parametrize(
     ("name", "waveform", "kwargs", "match"),
     [
-        ("out.mp3", np.zeros(100), {}, r"use a \.wav or \.flac"),
+        ("out.aiff", np.zeros(100), {}, r"use a \.wav, \.flac, \.mp3 or \.ogg"),
         ("out.wav", np.array([0.0, np.nan]), {}, "NaN or infinite"),
         ("out.wav", np.array([0.0, np.inf]), {}, "NaN or infinite"),
         ("out.wav", np.zeros(0), {}, "empty"),
@@ -157,3 +157,13 @@ def test_pure_normalizers():
     assert np.array_equal(peak_normalize(x, reduce_only=True), x)
     assert measure_loudness(loudness_normalize(x, SR, -18.0), SR) == pytest.approx(-18.0, abs=0.01)
     assert np.array_equal(peak_normalize(np.zeros(10)), np.zeros(10))
+
+
+@pytest.mark.parametrize("suffix", [".mp3", ".ogg"])
+def test_lossy_formats_save_with_a_sidecar_and_load_back(tmp_path, suffix):
+    path = save_audio(tmp_path / f"tone{suffix}", _tone(1.0, amp=0.3), SR, metadata={"seed": 1})
+    info = json.loads(path.with_suffix(".json").read_text())
+    assert info["audio_file"] == path.name and info["audio_sha256"] == sha256_file(path)
+    back = load_audio(path, SR)
+    assert abs(back.shape[-1] - SR) < 0.1 * SR  # codec padding at most
+    assert 0.1 < float(np.abs(back).max()) < 0.5

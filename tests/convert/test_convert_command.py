@@ -36,7 +36,8 @@ def test_convert_writes_a_loadable_pipeline(tango, sd_dir, t5_dir, tmp_path, cap
 
     out = tmp_path / "melfusion-tango"
     assert main(_argv(tango[0], sd_dir[0], t5_dir, out, "--rho", "4")) == 0
-    assert "wrote" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "wrote" in err and "ignores the image" in err  # α = 0 is said, not only in --help
     index = json.loads((out / "model_index.json").read_text())
     for key in (
         "unet",

@@ -21,7 +21,7 @@ import torch
 from melfusion.errors import MelfusionInputError
 from melfusion.utils.files import atomic_pair, atomic_path, dumps_json, recover_pairs, sha256_file
 
-SAVE_FORMATS = {".wav": "WAV", ".flac": "FLAC"}
+SAVE_FORMATS = {".wav": "WAV", ".flac": "FLAC", ".mp3": "MP3", ".ogg": "OGG"}  # MP3 / Ogg Vorbis: libsndfile
 PEAK_LIMIT = 0.99  # save_audio never writes a sample beyond this
 LOUDNESS_BLOCK_S = 0.4  # BS.1770 gating block (pyloudnorm's default): shorter clips cannot be measured
 MAX_CHANNELS = 16
@@ -216,7 +216,7 @@ def save_audio(
     path = Path(path)
     file_format = SAVE_FORMATS.get(path.suffix.lower())
     if file_format is None:
-        raise MelfusionInputError(f"cannot save audio to {path}: use a .wav or .flac file name")
+        raise MelfusionInputError(f"cannot save audio to {path}: use a .wav, .flac, .mp3 or .ogg file name")
     sample_rate = _check_rate(sample_rate)
     if subtype is not None and not sf.check_format(file_format, subtype):
         raise MelfusionInputError(

@@ -128,4 +128,9 @@ def run(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     pipe.save_pretrained(out, safe_serialization=True)
     print(f"wrote {out}", file=sys.stderr)
+    print(
+        f"note: its visual synapse starts at alpha = 0, so it ignores the image (it is TANGO) until trained: "
+        f"melfusion train model.pretrained={out} ...",
+        file=sys.stderr,
+    )
     return 0

@@ -18,7 +18,7 @@ from typing import Any
 from melfusion.errors import MelfusionInputError
 
 SCHEDULERS = ("ddim", "ddpm", "dpmsolver++")
-AUDIO_SUFFIXES = (".wav", ".flac")
+AUDIO_SUFFIXES = (".wav", ".flac", ".mp3", ".ogg")  # melfusion.audio.io.SAVE_FORMATS
 SEED_MAX = 2**64 - 1  # torch.Generator.manual_seed takes an unsigned 64-bit seed
 # Disk space a clip needs, at most: float32 samples (the WAV/FLAC written are 16-bit) plus its sidecar
 BYTES_PER_SAMPLE = 4
@@ -51,7 +51,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--text", help='text prompt, e.g. "a soft folk track on violin"')
     p.add_argument(
         "--out",
-        help="output audio file (.wav or .flac); a .json sidecar is written next to it. An existing file is "
+        help="output audio file (.wav, .flac, .mp3 or .ogg); a .json sidecar is written next to it. An existing file is "
         "replaced only if melfusion generate wrote it (its sidecar says so and holds its hash), never an input",
     )
     p.add_argument(
@@ -161,7 +161,7 @@ def _validate(args: argparse.Namespace) -> None:
                 "the text prompt is empty; describe the music, e.g. --text 'a calm piano piece'"
             )
         if Path(args.out).suffix.lower() not in AUDIO_SUFFIXES:
-            raise MelfusionInputError(f"--out must end in .wav or .flac, got {args.out!r}")
+            raise MelfusionInputError(f"--out must end in .wav, .flac, .mp3 or .ogg, got {args.out!r}")
     if args.seconds is not None and (not math.isfinite(args.seconds) or not 0 < args.seconds <= 600):
         raise MelfusionInputError(f"--seconds must be in (0, 600], got {args.seconds}")
     if args.image_steps is not None and not 1 <= args.image_steps <= 1000:
