@@ -91,6 +91,23 @@ def test_manifest_flags_are_checked(tmp_path, capsys):
     assert "needs --out-dir" in capsys.readouterr().err
     assert main(["generate", "--text", "x"]) == 2
     assert "missing --image, --out" in capsys.readouterr().err
+    (tmp_path / "m.jsonl").write_text("{}\n")
+    assert main(["generate", "--manifest", str(tmp_path / "m.jsonl"), "--out-dir", "o", "--num-samples", "2"]) == 2
+    assert "--num-samples applies to single clips" in capsys.readouterr().err  # never silently ignored
+
+
+def test_rows_without_reference_audio_generate(model_dir, tmp_path):
+    """Generation needs an image and a text, not a reference: such rows are named after their ids."""
+    data = tmp_path / "data"
+    manifest = write_triplets(data, n=2, seconds=0.6)
+    rows = [json.loads(line) for line in manifest.read_text().splitlines()]
+    for row in rows:
+        del row["audio"]
+    manifest.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert main(_args(manifest, tmp_path / "gen", model_dir)) == 0
+    for row in rows:
+        info = json.loads((tmp_path / "gen" / f"{row['id']}.json").read_text())
+        assert info["reference_audio"] is None and info["id"] == row["id"]
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="gloo multi-process test runs on linux")

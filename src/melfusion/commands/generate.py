@@ -145,6 +145,11 @@ def _validate(args: argparse.Namespace) -> None:
             )
         if not args.out_dir:
             raise MelfusionInputError("--manifest needs --out-dir (the folder to write the clips to)")
+        if args.num_samples != 1:
+            raise MelfusionInputError(
+                "--num-samples applies to single clips; --manifest makes one clip per row (repeat a row with "
+                "another id for more)"
+            )
         if not Path(args.manifest).exists():
             raise MelfusionInputError(f"manifest not found: {args.manifest}")
         if not Path(args.manifest).is_file():
@@ -531,7 +536,7 @@ def run_manifest(args: argparse.Namespace) -> int:
     from melfusion.data.manifest import read_manifest
 
     transformers.logging.set_verbosity_error()
-    records = read_manifest(args.manifest, args.format)
+    records = read_manifest(args.manifest, args.format, require_audio=False)  # references are optional
     if not records:
         raise MelfusionInputError(f"{args.manifest} has no usable row")
     base_seed = args.seed if args.seed is not None else 0
@@ -623,7 +628,7 @@ def run_manifest(args: argparse.Namespace) -> int:
                 "image": str(_resolved(Path(rec.images[0]))),
                 "row": i,
                 "id": rec.id,
-                "reference_audio": str(rec.audio),
+                "reference_audio": str(rec.audio) if rec.audio is not None else None,
                 "loudness_target_lufs": args.loudness,
                 "melfusion_version": __version__,
                 "command": "melfusion generate --manifest",

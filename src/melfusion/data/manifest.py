@@ -85,7 +85,7 @@ class TripletRecord:
     id: str
     images: list[Path]
     text: str
-    audio: Path
+    audio: Path | None  # None only when read with require_audio=False (generation needs no reference)
     start_s: float | None = None
     end_s: float | None = None
     extra: dict[str, Any] = field(default_factory=dict)
@@ -374,13 +374,15 @@ class _Context:
     image_base: Path
     audio_index: _FileIndex
     image_index: _FileIndex
+    require_audio: bool = True
 
 
 def _standard(row: dict[str, Any], ctx: _Context) -> TripletRecord:
     ikey, images = _get(row, IMAGE_KEYS)
     tkey, text = _get(row, TEXT_KEYS)
     akey, audio = _get(row, AUDIO_KEYS)
-    missing = [n for n, v in (("image", images), ("text", text), ("audio", audio)) if v is None]
+    wanted = (("image", images), ("text", text), ("audio", audio if ctx.require_audio else ""))
+    missing = [n for n, v in wanted if v is None]
     if missing:
         raise _RowError(
             f"missing or empty {', '.join(missing)} (columns: {', '.join(map(str, row)) or 'none'})"
@@ -390,7 +392,7 @@ def _standard(row: dict[str, Any], ctx: _Context) -> TripletRecord:
         id=str(record_id).strip() if record_id not in (None, "") else "",
         images=[_resolve(p, ctx.image_base) for p in _as_paths(images, "image")],
         text=_as_text(text, "text"),
-        audio=_resolve(_as_paths(audio, "audio")[0], ctx.audio_base),
+        audio=_resolve(_as_paths(audio, "audio")[0], ctx.audio_base) if audio is not None else None,
         start_s=_as_seconds(row.get("start_s"), "start_s"),
         end_s=_as_seconds(row.get("end_s"), "end_s"),
         extra=_extra(row, (ikey, tkey, akey, "id", "start_s", "end_s")),
@@ -530,8 +532,8 @@ def _group(records: list[TripletRecord], wheres: list[str]) -> tuple[list[Triple
 def _assign_ids(
     records: list[TripletRecord], wheres: list[str], problems: list[RowProblem], on_error: str
 ) -> list[TripletRecord]:
-    """Explicit ids must be unique (a repeat is a row problem); missing ids become the audio stem,
-    with `~2`, `~3` ... on collisions."""
+    """Explicit ids must be unique (a repeat is a row problem); missing ids become the audio stem (the
+    image's without audio), with `~2`, `~3` ... on collisions."""
     seen: set[str] = set()
     kept: list[TripletRecord] = []
     explicit = {r.id for r in records if r.id}
@@ -541,7 +543,7 @@ def _assign_ids(
                 _problem(problems, where, f"duplicate id {record.id!r}; ids must be unique", on_error)
                 continue
         else:
-            base = record.audio.stem or "item"
+            base = (record.audio.stem if record.audio is not None else record.images[0].stem) or "item"
             candidate, n = base, 1
             while candidate in seen or candidate in explicit:
                 n += 1
@@ -566,6 +568,7 @@ def read_manifest_with_problems(
     image_root: str | os.PathLike[str] | None = None,
     group_images: bool | None = None,
     on_error: Literal["skip", "raise"] = "skip",
+    require_audio: bool = True,
 ) -> tuple[list[TripletRecord], list[RowProblem]]:
     """Like `read_manifest`, but returns the skipped rows instead of logging them; an empty record list
     is returned (not raised) when no row is valid."""
@@ -588,6 +591,7 @@ def read_manifest_with_problems(
         image_base=image_base,
         audio_index=_FileIndex([audio_base, audio_base / "audio"], AUDIO_EXTENSIONS),
         image_index=_FileIndex([image_base, image_base / "images"], IMAGE_EXTENSIONS),
+        require_audio=require_audio,
     )
     reader = _READERS[fmt]
     problems: list[RowProblem] = []
@@ -626,12 +630,15 @@ def read_manifest(
     image_root: str | os.PathLike[str] | None = None,
     group_images: bool | None = None,
     on_error: Literal["skip", "raise"] = "skip",
+    require_audio: bool = True,
 ) -> list[TripletRecord]:
     """Read a triplet manifest (see the module docstring for formats and the error policy).
 
     `format`: "auto" (extension + keys) or one of FORMATS. `audio_root` / `image_root`: base folders
     for relative paths (default: the manifest's folder). `group_images`: merge rows of the same clip
-    (default: on for the MeLFusion, Extended MusicCaps and MeLBench readers). Skipped rows are logged.
+    (default: on for the MeLFusion, Extended MusicCaps and MeLBench readers). `require_audio=False`: rows of
+    the standard JSONL/CSV format may leave out the audio (generation needs no reference). Skipped rows are
+    logged.
     """
     records, problems = read_manifest_with_problems(
         path,
@@ -640,6 +647,7 @@ def read_manifest(
         image_root=image_root,
         group_images=group_images,
         on_error=on_error,
+        require_audio=require_audio,
     )
     for problem in problems[:_MAX_LOGGED]:
         logger.warning("skipped manifest row %s", problem)
