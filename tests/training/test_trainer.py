@@ -129,7 +129,9 @@ def test_export_loads_as_pipeline(manifest, tmp_path):
     )
     trainer.train()
     path = trainer.export()
+    assert not (path / "image_text_encoder").exists()  # ∅ is stored in the synapse: no second encoder copy
     pipe = MeLFusionPipeline.from_pretrained(path)
+    assert pipe.image_text_encoder is None and pipe.synapse.image_null_prompt_embeds is not None
     ema_alpha = trainer.ema.shadow_params[-1]
     assert torch.allclose(pipe.synapse.alpha_logits, ema_alpha)
     out = pipe(trainer.train_set.records[0].images[0], "calm", num_inference_steps=2, progress=False)

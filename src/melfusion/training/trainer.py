@@ -662,8 +662,18 @@ class MeLFusionTrainer(TrainLoopMixin):
             self.pipe.store_image_null_prompt()  # inference then needs no image text encoder
 
             def write(tmp: Path) -> None:
-                with self._ema_weights() if use_ema else nullcontext():
-                    self.pipe.save_pretrained(tmp, safe_serialization=True)
+                # ∅ is stored, so the image text encoder is not written (for the embedded model it is the music
+                # text encoder again: a second copy of MiniLM)
+                keep = {
+                    "image_text_encoder": self.pipe.image_text_encoder,
+                    "image_tokenizer": self.pipe.image_tokenizer,
+                }
+                self.pipe.register_modules(image_text_encoder=None, image_tokenizer=None)
+                try:
+                    with self._ema_weights() if use_ema else nullcontext():
+                        self.pipe.save_pretrained(tmp, safe_serialization=True)
+                finally:
+                    self.pipe.register_modules(**keep)
 
             about = {
                 "trainer": "melfusion",
