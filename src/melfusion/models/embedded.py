@@ -37,20 +37,15 @@ def is_packed_folder(folder: str | os.PathLike[str]) -> bool:
     )
 
 
-def load_packed_pipeline(folder: str | os.PathLike[str]):
-    """A folder written by ``pack_embedded`` → MeLFusionPipeline (float32, MiniLM from its package)."""
-    from melfusion.pipelines.melfusion import MeLFusionPipeline
-
-    return MeLFusionPipeline.from_pretrained(folder)
-
-
 def load_pipeline_folder(folder: str | os.PathLike[str]):
-    """Any MeLFusionPipeline folder: a packed one (``pack_embedded``) or a full ``save_pretrained`` one."""
-    if is_packed_folder(folder):
-        return load_packed_pipeline(folder)
+    """Any MeLFusionPipeline folder, packed (``pack_embedded``: MiniLM from its package, float32) or a full
+    ``save_pretrained`` one: ``MeLFusionPipeline.from_pretrained`` tells them apart."""
     from melfusion.pipelines.melfusion import MeLFusionPipeline
 
     return MeLFusionPipeline.from_pretrained(folder, local_files_only=True)
+
+
+load_packed_pipeline = load_pipeline_folder  # the name the packing tests and older callers use
 
 
 def load_embedded_pipeline() -> tuple[Any, str]:
