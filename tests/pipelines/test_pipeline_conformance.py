@@ -211,9 +211,10 @@ def test_more_steps_than_the_scheduler_has_is_a_clear_error(tiny_pipe):
         tiny_pipe(make_image(), "calm", num_inference_steps=1000, **{"output_type": "latent"})
 
 
-def test_longer_than_trained_clips_are_warned_about_and_cfg_branches_recorded(tiny_pipe):
+def test_longer_than_trained_clips_in_one_pass_are_warned_about_and_cfg_branches_recorded(tiny_pipe):
     with pytest.warns(UserWarning, match="longer than the 1.28 s clips"):
-        out = tiny_pipe(make_image(), "calm", audio_length_in_s=2.0, **KW)
+        out = tiny_pipe(make_image(), "calm", audio_length_in_s=2.0, long_form=False, **KW)
+    assert out.parameters["windows"] == 1
     assert out.parameters["cfg_branches"] == 2
     assert tiny_pipe(make_image(), "calm", image_guidance_scale=2.0, **KW).parameters["cfg_branches"] == 3
     assert tiny_pipe(make_image(), "calm", guidance_scale=1.0, **KW).parameters["cfg_branches"] == 1

@@ -18,6 +18,7 @@ from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
 from tqdm.auto import tqdm
 
+from melfusion.audio.stitch import crossfade_into
 from melfusion.errors import MelfusionInputError
 from melfusion.guidance.conditioner import ImageConditioner, normalize_capture
 from melfusion.guidance.preprocess import ImageInput, preprocess_image, tensor_sha256
@@ -40,6 +41,32 @@ class MeLFusionPipelineOutput(BaseOutput):
     audios: np.ndarray | torch.Tensor
     sample_rate: int
     parameters: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class WindowPlan:
+    """Latent frames of a clip and the windows that make it: ``window`` frames from each of ``starts``. A clip
+    that fits the model's window is one window over all of it; a longer one is made window by window, each
+    overlapping the frames the windows before it made (the last window is aligned to the clip's end)."""
+
+    total: int
+    window: int
+    starts: tuple[int, ...]
+
+    def held(self, k: int) -> int:
+        """Latent frames at the start of window ``k`` already made by the windows before it."""
+        return 0 if k == 0 else self.starts[k - 1] + self.window - self.starts[k]
+
+
+def plan_windows(total: int, window: int, overlap: int) -> WindowPlan:
+    """Windows of ``window`` frames covering ``total`` frames, consecutive ones sharing ``overlap`` frames."""
+    if total <= window:
+        return WindowPlan(total, total, (0,))
+    if not 0 < overlap < window:
+        raise ValueError(f"the overlap must be in (0, {window}) latent frames, got {overlap}")
+    hop = window - overlap
+    starts = list(range(0, total - window, hop)) + [total - window]
+    return WindowPlan(total, window, tuple(starts))
 
 
 def vocoder_audio_params(vocoder: torch.nn.Module) -> tuple[int, int]:
@@ -192,6 +219,30 @@ class MeLFusionPipeline(DiffusionPipeline):
         freq = freq[1] if not isinstance(freq, int) else freq
         return batch, int(self.unet.config.in_channels), frames // self.vae_scale_factor, int(freq)
 
+    @property
+    def window_frames(self) -> int:
+        """Latent frames of the clips the music UNet was trained on (its ``sample_size``): one window."""
+        size = self.unet.config.sample_size
+        return int(size if isinstance(size, int) else size[0])
+
+    def window_plan(
+        self, audio_length_in_s: float, window_overlap_s: float | None = None, long_form: bool = True
+    ) -> WindowPlan:
+        """How a clip is made: one pass when it fits the model's window (or ``long_form=False``), else
+        windows of the training length overlapping by ``window_overlap_s`` (default: a quarter window)."""
+        frames, _ = self._num_frames(audio_length_in_s)
+        window = self.window_frames
+        if not long_form or audio_length_in_s <= self.default_audio_length_in_s + 1e-6:
+            latent_frames = frames // self.vae_scale_factor
+            return WindowPlan(latent_frames, latent_frames, (0,))
+        sr, hop = vocoder_audio_params(self.vocoder)
+        total = math.ceil(math.ceil(audio_length_in_s * sr / hop) / self.vae_scale_factor)
+        if window_overlap_s is None:
+            overlap = window // 4
+        else:
+            overlap = round(window_overlap_s * sr / hop / self.vae_scale_factor)
+        return plan_windows(total, window, min(max(overlap, 1), window - 1))
+
     def progress_bar(self, iterable: Any = None, total: int | None = None) -> tqdm:
         """diffusers' progress bar, labelled (``set_progress_bar_config(desc=...)`` overrides the label)."""
         return tqdm(
@@ -220,6 +271,8 @@ class MeLFusionPipeline(DiffusionPipeline):
         latents: torch.Tensor | None = None,
         callback_on_step_end_tensor_inputs: list[str] | None = None,
         cross_attention_kwargs: dict[str, Any] | None = None,
+        window_overlap_s: float | None = None,
+        long_form: bool = True,
     ) -> None:
         """Every check of a call, before any model runs: a :class:`MelfusionInputError` naming the problem."""
         if (prompt is None) == (prompt_embeds is None):
@@ -287,8 +340,19 @@ class MeLFusionPipeline(DiffusionPipeline):
             raise MelfusionInputError(f"guidance_capture: {err}") from None
         if output_type not in OUTPUT_TYPES:
             raise MelfusionInputError(f"output_type must be one of {OUTPUT_TYPES}, got {output_type!r}")
+        if window_overlap_s is not None:
+            window_s = self.default_audio_length_in_s
+            if not (isinstance(window_overlap_s, int | float) and 0 < window_overlap_s < window_s):
+                raise MelfusionInputError(
+                    f"window_overlap_s must be in (0, {window_s:g}) s (the model's window), got {window_overlap_s!r}"
+                )
         if latents is not None:
             shape = self.latent_shape(n_prompts * num_waveforms_per_prompt, audio_length_in_s)
+            shape = (
+                *shape[:2],
+                self.window_plan(audio_length_in_s, window_overlap_s, long_form).total,
+                shape[3],
+            )
             if tuple(latents.shape) != shape:
                 raise MelfusionInputError(f"latents must have shape {shape}, got {tuple(latents.shape)}")
         bad = [k for k in callback_on_step_end_tensor_inputs or () if k not in self._callback_tensor_inputs]
@@ -521,9 +585,13 @@ class MeLFusionPipeline(DiffusionPipeline):
         device: torch.device,
         generator: torch.Generator | list[torch.Generator] | None,
         latents: torch.Tensor | None = None,
+        total_frames: int | None = None,
     ) -> torch.Tensor:
-        """Initial noise (B, C, T', F') scaled by the scheduler's ``init_noise_sigma``."""
+        """Initial noise (B, C, T', F') scaled by the scheduler's ``init_noise_sigma`` (T' = ``total_frames``,
+        default: the frames of one pass over ``audio_length_in_s``)."""
         shape = self.latent_shape(batch_size, audio_length_in_s)
+        if total_frames is not None:
+            shape = (*shape[:2], total_frames, shape[3])
         if latents is None:
             latents = randn_tensor(shape, generator=generator, device=device, dtype=dtype)
         return latents.to(device=device, dtype=dtype) * self.scheduler.init_noise_sigma
@@ -566,6 +634,8 @@ class MeLFusionPipeline(DiffusionPipeline):
         callback_on_step_end: Callable[[Any, int, torch.Tensor, dict], dict] | None = None,
         callback_on_step_end_tensor_inputs: list[str] | None = None,
         cross_attention_kwargs: dict[str, Any] | None = None,
+        window_overlap_s: float | None = None,
+        long_form: bool = True,
     ) -> MeLFusionPipelineOutput | tuple:
         r"""Generate music for each (image, prompt).
 
@@ -573,7 +643,13 @@ class MeLFusionPipeline(DiffusionPipeline):
             image: one image (path, PIL, array) shared by all prompts, or one per prompt.
             prompt / negative_prompt: text; ``negative_prompt`` fills the unconditional CFG branch (it acts only
                 with guidance: a warning says when it cannot).
-            audio_length_in_s: clip length (default: the UNet's training length).
+            audio_length_in_s: clip length (default: the UNet's training length). A longer clip is made window by
+                window (``long_form``): windows of the training length, each denoised with its overlap with the
+                windows before it held to their result (in-/out-painting), the same text and image conditioning
+                for all, joined by a power-preserving crossfade. Memory does not grow with the length.
+            window_overlap_s: overlap of consecutive windows (default: a quarter window).
+            long_form: False makes a long clip in one pass over its whole length (warns: the model never saw
+                clips that long).
             guidance_scale: text CFG scale s_t (paper: 7).
             image_guidance_scale: if set, three CFG branches as in InstructPix2Pix:
                 ε = ε(∅, no image) + s_t·(ε(text, no image) − ε(∅, no image)) + s_i·(ε(text, image) − ε(text, no image)).
@@ -615,7 +691,7 @@ class MeLFusionPipeline(DiffusionPipeline):
             image, prompt, negative_prompt, audio_length_in_s, num_inference_steps, guidance_scale,
             image_guidance_scale, num_waveforms_per_prompt, guidance_capture, image_inversion_steps,
             output_type, use_image, prompt_embeds, negative_prompt_embeds, prompt_attention_mask,
-            negative_attention_mask, latents, tensor_inputs, cross_attention_kwargs,
+            negative_attention_mask, latents, tensor_inputs, cross_attention_kwargs, window_overlap_s, long_form,
         )  # fmt: skip
         capture = normalize_capture(guidance_capture)
         three_way = image_guidance_scale is not None and use_image
@@ -629,10 +705,10 @@ class MeLFusionPipeline(DiffusionPipeline):
                 "unconditional branch, whose weight is 1 − guidance_scale); use guidance_scale > 1",
                 stacklevel=2,
             )
-        if audio_length_in_s > self.default_audio_length_in_s + 1e-6:
+        if not long_form and audio_length_in_s > self.default_audio_length_in_s + 1e-6:
             warnings.warn(
                 f"{audio_length_in_s:g} s is longer than the {self.default_audio_length_in_s:g} s clips this model "
-                "was trained on; expect it to lose structure over the length",
+                "was trained on, in one pass (long_form=False); expect it to lose structure over the length",
                 stacklevel=2,
             )
         device = self._execution_device
@@ -687,38 +763,43 @@ class MeLFusionPipeline(DiffusionPipeline):
             text_states, text_mask = prompt_embeds, prompt_mask
         n_branches = text_states.shape[0] // batch
 
-        # 6. Initial latents
-        latents = self.prepare_latents(batch, audio_length_in_s, self.unet.dtype, device, generator, latents)
+        # 6. Initial noise for the whole clip; clips longer than the model's window are made window by window
+        plan = self.window_plan(audio_length_in_s, window_overlap_s, long_form)
+        latents = self.prepare_latents(
+            batch, audio_length_in_s, self.unet.dtype, device, generator, latents, plan.total
+        )
 
-        # 7. Denoising loop (Alg. 2 lines 4–10)
+        # 7. Denoising loop (Alg. 2 lines 4–10), once per window; each window after the first holds its
+        # overlap with the previous one to that window's result (diffusion in-/out-painting)
         extra = {"generator": generator} if "generator" in _step_params(self.scheduler) else {}
-        self._num_timesteps = len(timesteps)
-        with self.progress_bar(total=len(timesteps)) as bar:
-            for i, t in enumerate(timesteps):
-                if self.interrupt:
-                    continue
-                attn_kwargs = dict(cross_attention_kwargs or {})
-                if guidances:
-                    image_t = self.synapse.image_timestep_for(t)
-                    kv = stack_guidance(guidances, image_t, device, self.unet.dtype)
-                    attn_kwargs.update(self.synapse.attention_kwargs(kv, row_images, text_mask))
-                model_in = torch.cat([latents] * n_branches) if n_branches > 1 else latents
-                model_in = self.scheduler.scale_model_input(model_in, t)
-                noise_pred = self.unet(
-                    model_in,
-                    t,
-                    encoder_hidden_states=text_states,
-                    encoder_attention_mask=text_mask,
-                    cross_attention_kwargs=attn_kwargs or None,
-                ).sample
-                noise_pred = self.combine_guidance(
-                    noise_pred, three_way, do_cfg, guidance_scale, image_guidance_scale
+        self._num_timesteps = len(timesteps) * len(plan.starts)
+        denoise = dict(
+            timesteps=timesteps,
+            text_states=text_states,
+            text_mask=text_mask,
+            guidances=guidances,
+            row_images=row_images,
+            n_branches=n_branches,
+            guidance=(three_way, do_cfg, guidance_scale, image_guidance_scale),
+            cross_attention_kwargs=cross_attention_kwargs,
+            step_kwargs=extra,
+            callback=callback_on_step_end,
+        )
+        noise = latents
+        with self.progress_bar(total=self._num_timesteps) as bar:
+            for k, start in enumerate(plan.starts):
+                window = noise[:, :, start : start + plan.window]
+                held = plan.held(k)
+                known = None
+                if held:
+                    known = (
+                        latents[:, :, start : start + held],
+                        window[:, :, :held] / self.scheduler.init_noise_sigma,
+                    )
+                result = self.denoise(window, bar=bar, step_offset=k * len(timesteps), known=known, **denoise)
+                latents = torch.cat(
+                    [latents[:, :, :start], result, latents[:, :, start + plan.window :]], dim=2
                 )
-                latents = self.scheduler.step(noise_pred, t, latents, **extra).prev_sample
-                if callback_on_step_end is not None:
-                    out = callback_on_step_end(self, i, t, {"latents": latents}) or {}
-                    latents = out.pop("latents", latents)
-                bar.update()
 
         # 8. Decode: latent → mel → waveform (Alg. 2 lines 11–12)
         params = {
@@ -741,12 +822,101 @@ class MeLFusionPipeline(DiffusionPipeline):
             "use_image": use_image,
             "seed": seed,
             "alphas": [round(float(a), 6) for a in self.synapse.alphas()],
+            "windows": len(plan.starts),
+            "window_overlap_s": self._window_overlap_seconds(plan),
         }
-        audio = self.decode_output(latents, audio_length_in_s, output_type)
+        audio = self.decode_output(latents, audio_length_in_s, output_type, plan)
         self.maybe_free_model_hooks()
         if not return_dict:
             return (audio,)
         return MeLFusionPipelineOutput(audios=audio, sample_rate=self.sample_rate, parameters=params)
+
+    def denoise(
+        self,
+        latents: torch.Tensor,
+        timesteps: torch.Tensor,
+        text_states: torch.Tensor,
+        text_mask: torch.Tensor,
+        guidances: list[VisualGuidance],
+        row_images: torch.Tensor,
+        n_branches: int,
+        guidance: tuple[bool, bool, float, float | None],
+        cross_attention_kwargs: dict[str, Any] | None,
+        step_kwargs: dict[str, Any],
+        callback: Callable[[Any, int, torch.Tensor, dict], dict] | None,
+        bar: tqdm,
+        step_offset: int = 0,
+        known: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> torch.Tensor:
+        """One window's reverse process (Alg. 2 lines 4–10): (B, C, W, F) initial noise → clean latents.
+
+        ``known`` = (z_0, ε), each (B, C, h, F): the window's first h frames are held to z_0, as in diffusers'
+        inpainting: before each step they are set to the forward-noised q(z_t | z_0) with the window's own
+        noise ε, and after the last step to z_0 itself. ``guidance`` = (three_way, do_cfg, s_t, s_i).
+        The callback sees the step index counted over all windows (``step_offset + i``)."""
+        three_way, do_cfg, guidance_scale, image_guidance_scale = guidance
+        device = latents.device
+        for i, t in enumerate(timesteps):
+            if self.interrupt:
+                continue
+            if known is not None:
+                z0, eps = known
+                held = self.scheduler.add_noise(z0, eps, t.reshape(1))
+                latents = torch.cat([held.to(latents.dtype), latents[:, :, z0.shape[2] :]], dim=2)
+            attn_kwargs = dict(cross_attention_kwargs or {})
+            if guidances:
+                image_t = self.synapse.image_timestep_for(t)
+                kv = stack_guidance(guidances, image_t, device, self.unet.dtype)
+                attn_kwargs.update(self.synapse.attention_kwargs(kv, row_images, text_mask))
+            model_in = torch.cat([latents] * n_branches) if n_branches > 1 else latents
+            model_in = self.scheduler.scale_model_input(model_in, t)
+            noise_pred = self.unet(
+                model_in,
+                t,
+                encoder_hidden_states=text_states,
+                encoder_attention_mask=text_mask,
+                cross_attention_kwargs=attn_kwargs or None,
+            ).sample
+            noise_pred = self.combine_guidance(
+                noise_pred, three_way, do_cfg, guidance_scale, image_guidance_scale
+            )
+            latents = self.scheduler.step(noise_pred, t, latents, **step_kwargs).prev_sample
+            if callback is not None:
+                out = callback(self, step_offset + i, t, {"latents": latents}) or {}
+                latents = out.pop("latents", latents)
+            bar.update()
+        if known is not None:
+            latents = torch.cat([known[0].to(latents.dtype), latents[:, :, known[0].shape[2] :]], dim=2)
+        return latents
+
+    def _decode_windows(
+        self, latents: torch.Tensor, plan: WindowPlan, mel_only: bool, n_samples: int
+    ) -> torch.Tensor:
+        """(B, C, T', F') latents of a windowed clip → (B, 1, T, n_mels) log-mel or (B, n_samples) waveform,
+        decoding one window at a time."""
+        _, hop = vocoder_audio_params(self.vocoder)
+        unit = self.vae_scale_factor * (1 if mel_only else hop)  # mel frames or samples per latent frame
+        out: np.ndarray | None = None
+        for k, start in enumerate(plan.starts):
+            mel = self.decode_latents(latents[:, :, start : start + plan.window])  # (B, 1, W·f, n_mels)
+            if mel_only:  # (B·n_mels, W·f): log-mels of the same frames agree, so complementary gains
+                n_mels = mel.shape[-1]
+                segment = mel.squeeze(1).transpose(1, 2).reshape(-1, mel.shape[2]).float().cpu().numpy()
+            else:
+                segment = self.mel_to_waveform(mel).cpu().numpy()  # (B, W·f·hop)
+            if out is None:
+                out = np.zeros((segment.shape[0], plan.total * unit), dtype=np.float32)
+            crossfade_into(out, segment, start * unit, plan.held(k) * unit, 1.0 if mel_only else None)
+        result = torch.from_numpy(out).to(latents.device)
+        if mel_only:
+            return result.reshape(latents.shape[0], n_mels, -1).transpose(1, 2).unsqueeze(1)
+        return result[:, :n_samples]
+
+    def _window_overlap_seconds(self, plan: WindowPlan) -> float | None:
+        if len(plan.starts) == 1:
+            return None
+        sr, hop = vocoder_audio_params(self.vocoder)
+        return round(plan.held(1) * self.vae_scale_factor * hop / sr, 6)
 
     @staticmethod
     def combine_guidance(
@@ -765,14 +935,28 @@ class MeLFusionPipeline(DiffusionPipeline):
             return e_u + guidance_scale * (e_c - e_u)
         return noise_pred
 
-    def decode_output(self, latents: torch.Tensor, audio_length_in_s: float, output_type: str):
-        """Latents → the requested output: latents, log-mel, or waveforms (B, samples) kept in [-1, 1]."""
+    def decode_output(
+        self,
+        latents: torch.Tensor,
+        audio_length_in_s: float,
+        output_type: str,
+        plan: WindowPlan | None = None,
+    ):
+        """Latents → the requested output: latents, log-mel, or waveforms (B, samples) kept in [-1, 1]. A
+        windowed clip is decoded window by window (flat memory) and the windows crossfaded over their overlap:
+        log-mels with complementary gains, waveforms with power-preserving ones (:mod:`melfusion.audio.stitch`)."""
         if output_type == "latent":
             return latents
-        mel = self.decode_latents(latents)
-        if output_type == "mel":
-            return mel
-        audio = self.mel_to_waveform(mel)[:, : self._num_frames(audio_length_in_s)[1]]
+        n_samples = self._num_frames(audio_length_in_s)[1]
+        if plan is None or len(plan.starts) == 1:
+            mel = self.decode_latents(latents)
+            if output_type == "mel":
+                return mel
+            audio = self.mel_to_waveform(mel)[:, :n_samples]
+        else:
+            audio = self._decode_windows(latents, plan, output_type == "mel", n_samples)
+            if output_type == "mel":
+                return audio
         peak = audio.abs().amax(dim=-1, keepdim=True)  # (B, 1): keep the documented [-1, 1] range
         audio = torch.where(peak > 1.0, audio * (0.99 / peak.clamp_min(1e-12)), audio)
         return audio.cpu().numpy() if output_type == "np" else audio
