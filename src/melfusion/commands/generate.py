@@ -38,6 +38,7 @@ RESUME_KEYS = (
     "guidance_capture",
     "image_inversion_steps",
     "loudness_target_lufs",
+    "window_overlap_s",
 )
 
 
@@ -58,6 +59,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--manifest", help="batch mode: generate for every row of a triplet manifest (JSONL/CSV/MeLBench/...)"
     )
     p.add_argument(
+        "--image-dir",
+        help="batch mode: generate for every image directly in this folder (one clip each, named after the "
+        "image) with --text for all or --prompts per image; needs --out-dir; resumable like --manifest; every "
+        "image uses --seed (default 0)",
+    )
+    p.add_argument(
+        "--prompts",
+        help='with --image-dir: per-image prompts, a JSON object {"a.png": "calm piano"} or lines '
+        "'<file name><TAB><prompt>'; images it does not name use --text",
+    )
+    p.add_argument(
         "--out-dir",
         help="batch mode: output folder; files are named after each row's reference audio (or, when those "
         "repeat, the row's id made a plain file name), so the folder pairs with the references in `melfusion "
@@ -67,7 +79,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--format", default="auto", help="batch mode: manifest format (default: auto-detect)")
     p.add_argument("--negative", default=None, help="negative prompt for classifier-free guidance")
     p.add_argument(
-        "--seconds", type=float, default=None, help="clip length in seconds (default: the model's)"
+        "--seconds",
+        type=float,
+        default=None,
+        help="clip length in seconds, up to 600 (default: the model's window; longer clips are made window by "
+        "window and crossfaded)",
+    )
+    p.add_argument(
+        "--window-overlap",
+        type=float,
+        default=None,
+        help="long clips: overlap of consecutive windows in seconds (default: a quarter of the model's window)",
     )
     p.add_argument("--steps", type=int, default=50, help="denoising steps (default 50)")
     p.add_argument(
@@ -138,7 +160,26 @@ def _validate(args: argparse.Namespace) -> None:
     from melfusion.audio.io import check_loudness_target
     from melfusion.guidance.preprocess import load_image
 
-    if args.manifest is not None:
+    if args.manifest is not None and args.image_dir is not None:
+        raise MelfusionInputError("give one of --manifest and --image-dir")
+    if args.prompts is not None and args.image_dir is None:
+        raise MelfusionInputError("--prompts goes with --image-dir (a manifest holds its own prompts)")
+    if args.image_dir is not None:
+        if args.image or args.out:
+            raise MelfusionInputError("--image-dir replaces --image/--out; give --image-dir with --out-dir")
+        if not args.out_dir:
+            raise MelfusionInputError("--image-dir needs --out-dir (the folder to write the clips to)")
+        if args.text is None and args.prompts is None:
+            raise MelfusionInputError("--image-dir needs --text (one prompt for all) or --prompts FILE")
+        if args.text is not None and not args.text.strip():
+            raise MelfusionInputError(
+                "the text prompt is empty; describe the music, e.g. --text 'a calm piano piece'"
+            )
+        if args.num_samples != 1:
+            raise MelfusionInputError(
+                "--num-samples applies to single clips; --image-dir makes one clip per image"
+            )
+    elif args.manifest is not None:
         if args.image or args.text or args.out:
             raise MelfusionInputError(
                 "--manifest replaces --image/--text/--out; give --manifest with --out-dir"
@@ -169,6 +210,10 @@ def _validate(args: argparse.Namespace) -> None:
             raise MelfusionInputError(f"--out must end in .wav, .flac, .mp3 or .ogg, got {args.out!r}")
     if args.seconds is not None and (not math.isfinite(args.seconds) or not 0 < args.seconds <= 600):
         raise MelfusionInputError(f"--seconds must be in (0, 600], got {args.seconds}")
+    if args.window_overlap is not None and (
+        not math.isfinite(args.window_overlap) or args.window_overlap <= 0
+    ):
+        raise MelfusionInputError(f"--window-overlap must be > 0 seconds, got {args.window_overlap}")
     if args.image_steps is not None and not 1 <= args.image_steps <= 1000:
         raise MelfusionInputError(f"--image-steps must be in [1, 1000], got {args.image_steps}")
     if not 1 <= args.steps <= 1000:
@@ -246,6 +291,15 @@ def load_pipeline(model: str | None, device: str) -> tuple[Any, str]:
             ) from None
         name = str(Path(model).resolve())
     return pipe.to(device), name
+
+
+def check_window_overlap(pipe: Any, overlap: float | None) -> None:
+    """``--window-overlap`` against the loaded model's window (before any clip is made)."""
+    window = pipe.default_audio_length_in_s
+    if overlap is not None and overlap >= window:
+        raise MelfusionInputError(
+            f"--window-overlap {overlap:g} s must be shorter than the model's {window:g} s window"
+        )
 
 
 def set_scheduler(pipe: Any, name: str | None) -> None:
@@ -407,8 +461,8 @@ def prepare_single_outputs(args: argparse.Namespace) -> list[Path]:
 
 def run(args: argparse.Namespace) -> int:
     _validate(args)
-    if args.manifest is not None:
-        return run_manifest(args)
+    if args.manifest is not None or args.image_dir is not None:
+        return run_batch(args)
     import torch
     import transformers
 
@@ -420,6 +474,7 @@ def run(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(2**31)
     pipe, model_name = load_pipeline(args.model, device)
+    check_window_overlap(pipe, args.window_overlap)
     set_scheduler(pipe, args.scheduler)
     image_guidance = apply_image_guidance(pipe, args.image_guidance)
     seconds = args.seconds if args.seconds is not None else pipe.default_audio_length_in_s
@@ -438,6 +493,7 @@ def run(args: argparse.Namespace) -> int:
         generator=generator,
         guidance_capture=args.capture,
         image_inversion_steps=args.image_steps,
+        window_overlap_s=args.window_overlap,
         seed=seed,
     )
     elapsed = time.perf_counter() - start
@@ -488,12 +544,12 @@ def expected_settings(
     """This run's values of RESUME_KEYS that are the same for every row (as the sidecar records them)."""
     from melfusion.guidance.conditioner import normalize_capture
 
+    seconds = float(args.seconds if args.seconds is not None else pipe.default_audio_length_in_s)
     return {
         "negative_prompt": args.negative,
         "model": model_name,
-        "audio_length_in_s": float(
-            args.seconds if args.seconds is not None else pipe.default_audio_length_in_s
-        ),
+        "audio_length_in_s": seconds,
+        "window_overlap_s": pipe.window_overlap_seconds(pipe.window_plan(seconds, args.window_overlap)),
         "num_inference_steps": args.steps,
         "guidance_scale": args.guidance,
         "image_guidance_scale": (
@@ -517,11 +573,13 @@ def _differences(info: dict[str, Any], expected: dict[str, Any]) -> list[str]:
     return [f"{k} {info.get(k)!r}, now {v!r}" for k, v in expected.items() if not same(k, info.get(k), v)]
 
 
-def run_manifest(args: argparse.Namespace) -> int:
-    """Batch generation for evaluation: one clip per manifest row, named by `clip_names`.
+def run_batch(args: argparse.Namespace) -> int:
+    """Batch generation: one clip per manifest row (``--manifest``, for evaluation) or per image in a folder
+    (``--image-dir``), named by `clip_names` (the reference audio's or the image's stem).
 
     Rows are sharded across processes (``accelerate launch -m melfusion.cli generate --manifest ...``);
-    each row's seed is ``--seed + row index`` so the result does not depend on the number of processes.
+    each manifest row's seed is ``--seed + row index`` so the result does not depend on the number of
+    processes; every image of ``--image-dir`` uses ``--seed`` (adding images to the folder changes no seed).
     Resuming: a row whose clip and sidecar already exist is skipped when its sidecar records this run's
     settings (prompt, image, model, seed, length, steps, guidance, sampler, ...); when any clip was made
     with other settings the run stops before generating and asks for a fresh --out-dir (mixing settings in
@@ -533,14 +591,25 @@ def run_manifest(args: argparse.Namespace) -> int:
 
     from melfusion import __version__
     from melfusion.audio.io import read_sidecar, recover_audio_pairs
-    from melfusion.data.manifest import read_manifest
+    from melfusion.data.manifest import read_image_dir, read_manifest, read_prompts_file
 
     transformers.logging.set_verbosity_error()
-    records = read_manifest(args.manifest, args.format, require_audio=False)  # references are optional
-    if not records:
-        raise MelfusionInputError(f"{args.manifest} has no usable row")
+    if args.image_dir is not None:
+        prompts = read_prompts_file(args.prompts) if args.prompts is not None else None
+        records = read_image_dir(args.image_dir, args.text, prompts)
+        inputs = {_resolved(Path(args.prompts)): f"--prompts {args.prompts}"} if args.prompts else {}
+    else:
+        records = read_manifest(args.manifest, args.format, require_audio=False)  # references are optional
+        if not records:
+            raise MelfusionInputError(f"{args.manifest} has no usable row")
+        inputs = {_resolved(Path(args.manifest)): f"--manifest {args.manifest}"}
+    flag = "--image-dir" if args.image_dir is not None else "--manifest"
     base_seed = args.seed if args.seed is not None else 0
-    if base_seed + len(records) - 1 > SEED_MAX:
+
+    def seed_of(i: int) -> int:
+        return base_seed if args.image_dir is not None else base_seed + i
+
+    if seed_of(len(records) - 1) > SEED_MAX:
         raise MelfusionInputError(
             f"--seed {base_seed} + row index exceeds 2^64 - 1 for {len(records)} rows; use a smaller --seed"
         )
@@ -554,18 +623,20 @@ def run_manifest(args: argparse.Namespace) -> int:
         out_dir, f"--out-dir {out_dir}", [n for name in names for n in (name, f"{name[:-4]}.json")]
     )
     recover_audio_pairs(out_dir)
-    inputs = {_resolved(Path(args.manifest)): f"--manifest {args.manifest}"}
     for r in records:
         inputs.update({_resolved(Path(im)): f"image {im}" for im in r.images})
         if r.audio:
             inputs[_resolved(Path(r.audio))] = f"reference audio {r.audio}"
     existing = [
-        i for i, n in enumerate(names) if check_replaceable(out_dir / n, inputs, "--out-dir", verify_hash=False)
+        i
+        for i, n in enumerate(names)
+        if check_replaceable(out_dir / n, inputs, "--out-dir", verify_hash=False)
     ]
 
     state = PartialState()
     device = str(state.device) if args.device == "auto" else resolve_device(args.device)
     pipe, model_name = load_pipeline(args.model, device)
+    check_window_overlap(pipe, args.window_overlap)
     set_scheduler(pipe, args.scheduler)
     image_guidance = apply_image_guidance(pipe, args.image_guidance)
     pipe.set_progress_bar_config(disable=True)
@@ -582,7 +653,7 @@ def run_manifest(args: argparse.Namespace) -> int:
                 **common,
                 "prompt": [rec.text],
                 "image": str(_resolved(Path(rec.images[0]))),
-                "seed": base_seed + i,
+                "seed": seed_of(i),
             },
         )
         if diff:
@@ -602,7 +673,7 @@ def run_manifest(args: argparse.Namespace) -> int:
         bar = tqdm(mine, desc=f"generate [{state.process_index}]", disable=not state.is_local_main_process)
         for i in bar:
             rec = records[i]
-            seed = base_seed + i
+            seed = seed_of(i)
             try:
                 result = pipe(
                     image=str(rec.images[0]),
@@ -615,6 +686,7 @@ def run_manifest(args: argparse.Namespace) -> int:
                     generator=torch.Generator(device="cpu").manual_seed(seed),
                     guidance_capture=args.capture,
                     image_inversion_steps=args.image_steps,
+                    window_overlap_s=args.window_overlap,
                     seed=seed,
                     progress=False,
                 )
@@ -631,7 +703,7 @@ def run_manifest(args: argparse.Namespace) -> int:
                 "reference_audio": str(rec.audio) if rec.audio is not None else None,
                 "loudness_target_lufs": args.loudness,
                 "melfusion_version": __version__,
-                "command": "melfusion generate --manifest",
+                "command": f"melfusion generate {flag}",
             }
             _save(out_dir / names[i], result.audios[0], result.sample_rate, args.loudness, meta)
     state.wait_for_everyone()

@@ -693,3 +693,76 @@ def write_manifest(path: str | os.PathLike[str], records: Iterable[TripletRecord
                 f"record {record.id!r} has extra data that is not JSON ({err})"
             ) from None
     return atomic_write_text(path, "".join(line + "\n" for line in lines))
+
+
+# ----------------------------------------------------------------------------------------- image folders
+def read_prompts_file(path: str | os.PathLike[str]) -> dict[str, str]:
+    """Per-image prompts for a folder of images: a JSON object ``{"a.png": "calm piano", ...}``, or a text
+    file with one ``<image file name><TAB><prompt>`` per line (blank lines and ``#`` comments skipped)."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise MelfusionInputError(f"could not read the prompts file {path} ({err})") from None
+    if text.lstrip().startswith("{"):
+        try:
+            data = json.loads(text)
+        except ValueError as err:
+            raise MelfusionInputError(f"{path} is not valid JSON ({err})") from None
+        bad = [k for k, v in data.items() if not isinstance(v, str) or not v.strip()]
+        if bad:
+            raise MelfusionInputError(f"{path}: the prompt for {bad[0]!r} is not a non-empty string")
+        return {str(k): v.strip() for k, v in data.items()}
+    prompts: dict[str, str] = {}
+    for n, line in enumerate(text.splitlines(), 1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        name, sep, prompt = line.partition("\t")
+        if not sep or not name.strip() or not prompt.strip():
+            raise MelfusionInputError(
+                f"{path}:{n}: expected '<image file name><TAB><prompt>', got {line[:60]!r} (or give a JSON "
+                'object {"a.png": "calm piano"})'
+            )
+        prompts[name.strip()] = prompt.strip()
+    return prompts
+
+
+def read_image_dir(
+    folder: str | os.PathLike[str], text: str | None = None, prompts: dict[str, str] | None = None
+) -> list[TripletRecord]:
+    """One record per image file directly in ``folder`` (IMAGE_EXTENSIONS, sorted by name), id = the file
+    name's stem (the whole name when two stems clash), text = ``prompts[file name]`` or else ``text``. No
+    reference audio. Images named in ``prompts`` but missing, or images with no prompt, are errors."""
+    folder = Path(os.path.abspath(os.path.expanduser(os.fspath(folder))))
+    if not folder.is_dir():
+        raise MelfusionInputError(f"--image-dir {folder} is not a folder")
+    files = sorted(
+        (p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()),
+        key=lambda p: p.name,
+    )
+    if not files:
+        raise MelfusionInputError(
+            f"no image in {folder} (looked for {', '.join(IMAGE_EXTENSIONS)} files directly inside it)"
+        )
+    prompts = prompts or {}
+    unknown = sorted(set(prompts) - {p.name for p in files})
+    if unknown:
+        raise MelfusionInputError(
+            f"the prompts file names {len(unknown)} image(s) not in {folder}, e.g. {unknown[0]!r}"
+        )
+    missing = [p.name for p in files if p.name not in prompts and not (text and text.strip())]
+    if missing:
+        raise MelfusionInputError(
+            f"{len(missing)} image(s) have no prompt, e.g. {missing[0]!r}; give --text for them (one prompt "
+            "for all) or list them in the prompts file"
+        )
+    stems = [p.stem.casefold() for p in files]
+    return [
+        TripletRecord(
+            id=p.stem if stems.count(p.stem.casefold()) == 1 else p.name,
+            images=[p],
+            text=prompts.get(p.name, text or "").strip(),
+            audio=None,
+        )
+        for p in files
+    ]

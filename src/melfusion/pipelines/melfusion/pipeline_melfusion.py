@@ -823,7 +823,7 @@ class MeLFusionPipeline(DiffusionPipeline):
             "seed": seed,
             "alphas": [round(float(a), 6) for a in self.synapse.alphas()],
             "windows": len(plan.starts),
-            "window_overlap_s": self._window_overlap_seconds(plan),
+            "window_overlap_s": self.window_overlap_seconds(plan),
         }
         audio = self.decode_output(latents, audio_length_in_s, output_type, plan)
         self.maybe_free_model_hooks()
@@ -912,7 +912,8 @@ class MeLFusionPipeline(DiffusionPipeline):
             return result.reshape(latents.shape[0], n_mels, -1).transpose(1, 2).unsqueeze(1)
         return result[:, :n_samples]
 
-    def _window_overlap_seconds(self, plan: WindowPlan) -> float | None:
+    def window_overlap_seconds(self, plan: WindowPlan) -> float | None:
+        """The overlap of a plan's windows in seconds (rounded to latent frames; None for one window)."""
         if len(plan.starts) == 1:
             return None
         sr, hop = vocoder_audio_params(self.vocoder)
