@@ -19,6 +19,7 @@ from melfusion.errors import MelfusionInputError
 
 SCHEDULERS = ("ddim", "ddpm", "dpmsolver++")
 AUDIO_SUFFIXES = (".wav", ".flac", ".mp3", ".ogg")  # melfusion.audio.io.SAVE_FORMATS
+PIPELINE_CLASSES = ("MeLFusionPipeline", "Art2MusPipeline")
 SEED_MAX = 2**64 - 1  # torch.Generator.manual_seed takes an unsigned 64-bit seed
 # Disk space a clip needs, at most: float32 samples (the WAV/FLAC written are 16-bit) plus its sidecar
 BYTES_PER_SAMPLE = 4
@@ -91,9 +92,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=None,
         help="long clips: overlap of consecutive windows in seconds (default: a quarter of the model's window)",
     )
-    p.add_argument("--steps", type=int, default=50, help="denoising steps (default 50)")
     p.add_argument(
-        "--guidance", type=float, default=7.0, help="text guidance scale (default 7, as in the paper)"
+        "--steps", type=int, default=None, help="denoising steps (default: the model's; MeLFusion 50, Art2Mus 200)"
+    )
+    p.add_argument(
+        "--guidance",
+        type=float,
+        default=None,
+        help="text guidance scale (default: the model's; MeLFusion 7 as in the paper, Art2Mus 3.5)",
     )
     p.add_argument(
         "--image-guidance",
@@ -116,7 +122,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--capture",
         choices=("trajectory", "inversion-lagged", "reverse", "inversion"),
-        default="trajectory",
+        default=None,
         help="image features: 'trajectory' (default; ε(z_t, t) on the inverted path, what training uses, 2N "
         "image UNet calls), 'inversion-lagged' (recorded during inversion, ε(z_prev, t): N calls, not the "
         "training features; 'inversion' is its old name) or 'reverse' (a second DDIM pass)",
@@ -216,9 +222,9 @@ def _validate(args: argparse.Namespace) -> None:
         raise MelfusionInputError(f"--window-overlap must be > 0 seconds, got {args.window_overlap}")
     if args.image_steps is not None and not 1 <= args.image_steps <= 1000:
         raise MelfusionInputError(f"--image-steps must be in [1, 1000], got {args.image_steps}")
-    if not 1 <= args.steps <= 1000:
+    if args.steps is not None and not 1 <= args.steps <= 1000:
         raise MelfusionInputError(f"--steps must be in [1, 1000], got {args.steps}")
-    if not math.isfinite(args.guidance) or args.guidance < 0:
+    if args.guidance is not None and (not math.isfinite(args.guidance) or args.guidance < 0):
         raise MelfusionInputError(f"--guidance must be >= 0, got {args.guidance}")
     if isinstance(args.image_guidance, float) and (
         not math.isfinite(args.image_guidance) or args.image_guidance < 0
@@ -253,8 +259,13 @@ def check_model_folder(path: str | os.PathLike) -> None:
             "MeLFusionPipeline.save_pretrained"
         )
     name = info.get("_class_name")
-    if name != "MeLFusionPipeline":
-        raise MelfusionInputError(f"{p} holds a {name!r} pipeline, not a MeLFusionPipeline")
+    if name == "AudioLDM2Pipeline":
+        raise MelfusionInputError(
+            f"{p} is a plain AudioLDM 2, with no image projection; train Art2Mus on it first "
+            "(melfusion train --config configs/art2mus.yaml model.pretrained=...)"
+        )
+    if name not in PIPELINE_CLASSES:
+        raise MelfusionInputError(f"{p} holds a {name!r} pipeline, not a MeLFusion or Art2Mus pipeline")
 
 
 def resolve_device(name: str) -> str:
@@ -274,8 +285,19 @@ def resolve_device(name: str) -> str:
 
 
 def load_pipeline(model: str | None, device: str) -> tuple[Any, str]:
-    """(pipeline, model name for the sidecar). ``model=None`` → the embedded default."""
+    """(pipeline, model name for the sidecar). ``model=None`` → the embedded default; a folder holds a
+    MeLFusionPipeline (packed folders too) or an Art2MusPipeline."""
 
+    if model is not None and _class_name(model) == "Art2MusPipeline":
+        from melfusion.pipelines.art2mus import Art2MusPipeline
+
+        try:
+            pipe = Art2MusPipeline.from_pretrained(model)
+        except (OSError, ValueError, KeyError) as err:
+            raise MelfusionInputError(
+                f"could not load the model folder {model}: {str(err).splitlines()[0]}"
+            ) from None
+        return pipe.to(device), str(Path(model).resolve())
     if model is None:
         from melfusion.models.embedded import load_embedded_pipeline
 
@@ -293,10 +315,83 @@ def load_pipeline(model: str | None, device: str) -> tuple[Any, str]:
     return pipe.to(device), name
 
 
+def _class_name(model: str | os.PathLike) -> str | None:
+    try:
+        return json.loads((Path(model) / "model_index.json").read_text(encoding="utf-8")).get("_class_name")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def is_art2mus(pipe: Any) -> bool:
+    return type(pipe).__name__ == "Art2MusPipeline"
+
+
+def resolve_call_settings(pipe: Any, args: argparse.Namespace, batch: bool = False) -> None:
+    """Fill the options left to the model (steps, guidance, capture) and refuse those it does not have."""
+    import inspect
+
+    defaults = inspect.signature(type(pipe).__call__).parameters
+    if args.steps is None:
+        args.steps = int(defaults["num_inference_steps"].default)
+    if args.guidance is None:
+        args.guidance = float(defaults["guidance_scale"].default)
+    if is_art2mus(pipe):
+        given = [
+            flag
+            for flag, value in (
+                ("--image-guidance", args.image_guidance),
+                ("--capture", args.capture),
+                ("--image-steps", args.image_steps),
+                ("--window-overlap", args.window_overlap),
+            )
+            if value is not None
+        ]
+        if given:
+            raise MelfusionInputError(
+                f"{', '.join(given)} apply to MeLFusion models; {args.model} is an Art2Mus model (leave them out)"
+            )
+        if batch:
+            raise MelfusionInputError(
+                "batch mode (--manifest / --image-dir) takes MeLFusion models; for Art2Mus call "
+                "Art2MusPipeline in Python, or generate one clip per command"
+            )
+    elif args.capture is None:
+        args.capture = "trajectory"
+
+
+def call_kwargs(pipe: Any, args: argparse.Namespace, image_guidance: float | None) -> dict[str, Any]:
+    """The pipeline keywords of this command's options (Art2Mus takes the common ones)."""
+    kwargs: dict[str, Any] = {
+        "audio_length_in_s": args.seconds,
+        "num_inference_steps": args.steps,
+        "guidance_scale": args.guidance,
+    }
+    if args.negative is not None or not is_art2mus(pipe):  # Art2Mus keeps its own default negative
+        kwargs["negative_prompt"] = args.negative
+    if not is_art2mus(pipe):
+        kwargs |= {
+            "image_guidance_scale": image_guidance,
+            "guidance_capture": args.capture,
+            "image_inversion_steps": args.image_steps,
+            "window_overlap_s": args.window_overlap,
+        }
+    return kwargs
+
+
+def _default_seconds(pipe: Any) -> float:
+    if hasattr(pipe, "default_audio_length_in_s"):
+        return float(pipe.default_audio_length_in_s)
+    from melfusion.pipelines.art2mus.constants import AUDIO_LENGTH_S
+
+    return AUDIO_LENGTH_S
+
+
 def check_window_overlap(pipe: Any, overlap: float | None) -> None:
     """``--window-overlap`` against the loaded model's window (before any clip is made)."""
+    if overlap is None:
+        return
     window = pipe.default_audio_length_in_s
-    if overlap is not None and overlap >= window:
+    if overlap >= window:
         raise MelfusionInputError(
             f"--window-overlap {overlap:g} s must be shorter than the model's {window:g} s window"
         )
@@ -474,27 +569,22 @@ def run(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(2**31)
     pipe, model_name = load_pipeline(args.model, device)
+    resolve_call_settings(pipe, args)
     check_window_overlap(pipe, args.window_overlap)
     set_scheduler(pipe, args.scheduler)
-    image_guidance = apply_image_guidance(pipe, args.image_guidance)
-    seconds = args.seconds if args.seconds is not None else pipe.default_audio_length_in_s
-    check_free_space(paths[0].parent, len(paths), seconds, pipe.sample_rate)
+    image_guidance = None if is_art2mus(pipe) else apply_image_guidance(pipe, args.image_guidance)
+    seconds = args.seconds if args.seconds is not None else _default_seconds(pipe)
+    sample_rate = pipe.sample_rate if hasattr(pipe, "sample_rate") else int(pipe.vocoder.config.sampling_rate)
+    check_free_space(paths[0].parent, len(paths), seconds, sample_rate)
     generator = torch.Generator(device="cpu").manual_seed(seed)
     start = time.perf_counter()
     result = pipe(
         image=args.image,
         prompt=args.text,
-        negative_prompt=args.negative,
-        audio_length_in_s=args.seconds,
-        num_inference_steps=args.steps,
-        guidance_scale=args.guidance,
-        image_guidance_scale=image_guidance,
         num_waveforms_per_prompt=args.num_samples,
         generator=generator,
-        guidance_capture=args.capture,
-        image_inversion_steps=args.image_steps,
-        window_overlap_s=args.window_overlap,
-        seed=seed,
+        **call_kwargs(pipe, args, image_guidance),
+        **({} if is_art2mus(pipe) else {"seed": seed}),
     )
     elapsed = time.perf_counter() - start
     image_sha = sha256_file(args.image)
@@ -507,6 +597,7 @@ def run(args: argparse.Namespace) -> int:
             "sample_index": i,
             "device": device,
             "generation_seconds": round(elapsed, 3),
+            "seed": seed,
             "image_guidance": "off" if args.image_guidance == "off" else image_guidance,
             "loudness_target_lufs": args.loudness,
             "melfusion_version": __version__,
@@ -636,6 +727,7 @@ def run_batch(args: argparse.Namespace) -> int:
     state = PartialState()
     device = str(state.device) if args.device == "auto" else resolve_device(args.device)
     pipe, model_name = load_pipeline(args.model, device)
+    resolve_call_settings(pipe, args, batch=True)
     check_window_overlap(pipe, args.window_overlap)
     set_scheduler(pipe, args.scheduler)
     image_guidance = apply_image_guidance(pipe, args.image_guidance)
@@ -678,17 +770,10 @@ def run_batch(args: argparse.Namespace) -> int:
                 result = pipe(
                     image=str(rec.images[0]),
                     prompt=rec.text,
-                    negative_prompt=args.negative,
-                    audio_length_in_s=args.seconds,
-                    num_inference_steps=args.steps,
-                    guidance_scale=args.guidance,
-                    image_guidance_scale=image_guidance,
                     generator=torch.Generator(device="cpu").manual_seed(seed),
-                    guidance_capture=args.capture,
-                    image_inversion_steps=args.image_steps,
-                    window_overlap_s=args.window_overlap,
                     seed=seed,
                     progress=False,
+                    **call_kwargs(pipe, args, image_guidance),
                 )
             except MelfusionInputError as err:  # a bad row is reported and skipped, never a crash mid-run
                 failed += 1
