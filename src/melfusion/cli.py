@@ -17,6 +17,7 @@ _COMMAND_MODULES = (
     "melfusion.commands.data",
     "melfusion.commands.pair",
     "melfusion.commands.describe",
+    "melfusion.commands.weights",
 )
 
 

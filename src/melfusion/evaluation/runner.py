@@ -25,6 +25,7 @@ from melfusion.evaluation.audio import list_audio_files, load_audio, read_audio_
 from melfusion.evaluation.cache import EmbeddingCache, file_sha256, text_sha256
 from melfusion.evaluation.embedders import CLAP_DEFAULT, CLIP_DEFAULT, build_embedder
 from melfusion.evaluation.embedders.base import batched
+from melfusion.evaluation.embedders.weights import check_weights
 from melfusion.evaluation.manifest import Manifest, ManifestRow, read_manifest
 from melfusion.evaluation.metrics.distributed import distributed_world
 from melfusion.evaluation.metrics.spectral import spectral_kl
@@ -404,6 +405,14 @@ def evaluate(
     metrics = resolve_metrics(opts.metrics, man)
     if "fad_inf" in metrics and "fad" not in metrics:
         metrics.insert(0, "fad")
+    if not opts.tiny and not opts.allow_download:  # every missing file in one message, before any work
+        needed = [e for m in metrics for e in METRICS[m].embedders if e not in (embedders or {})]
+        check_weights(
+            list(dict.fromkeys(needed)),
+            opts.weights_dir,
+            clap_model=opts.clap_model,
+            clip_model=opts.clip_model,
+        )
     emb = Embedders(opts, embedders)
     store = EmbeddingStore(EmbeddingCache(opts.cache_dir), progress=opts.progress)
 

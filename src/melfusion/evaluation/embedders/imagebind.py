@@ -30,6 +30,12 @@ IMAGEBIND_URL = "https://dl.fbaipublicfiles.com/imagebind/imagebind_huge.pth"
 IMAGEBIND_FILES = ("imagebind_huge.pth",)
 
 
+def imagebind_cache_dirs() -> list[Path]:
+    """Where ImageBind weights are looked for after --weights-dir and $MELFUSION_WEIGHTS_DIR (the package's
+    own .checkpoints folder, then torch hub's, where downloads go)."""
+    return [Path(".checkpoints"), Path(torch.hub.get_dir()) / "checkpoints"]
+
+
 def imagebind_available() -> bool:
     try:
         import imagebind.models.imagebind_model  # noqa: F401
@@ -68,7 +74,7 @@ class ImageBindEmbedder:
             )
         from imagebind.models import imagebind_model
 
-        extra = [Path(".checkpoints"), Path(torch.hub.get_dir()) / "checkpoints"]
+        extra = imagebind_cache_dirs()
         try:
             path = find_weight_file(
                 "ImageBind (huge)", IMAGEBIND_FILES, weights_dir, extra_dirs=extra, url=IMAGEBIND_URL

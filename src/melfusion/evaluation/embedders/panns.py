@@ -38,6 +38,15 @@ PANNS_URL = "https://zenodo.org/record/3987831/files/Cnn14_16k_mAP%3D0.438.pth"
 PANNS_FILES = ("Cnn14_16k_mAP=0.438.pth", "Cnn14_16k.safetensors", "Cnn14_16k_mAP%3D0.438.pth")
 
 
+def panns_cache_dirs() -> list[Path]:
+    """Where PANNs weights are looked for after --weights-dir and $MELFUSION_WEIGHTS_DIR (first: downloads)."""
+    return [
+        Path(torch.hub.get_dir()) / "checkpoints",
+        Path("~/.cache/audioldm_eval/ckpt"),
+        Path("~/panns_data"),
+    ]
+
+
 @dataclass(frozen=True)
 class Cnn14Config:
     sample_rate: int = 16000
@@ -227,8 +236,8 @@ class PANNsEmbedder:
         config: Cnn14Config | None = None,
     ) -> PANNsEmbedder:
         """Load `Cnn14_16k_mAP=0.438.pth` from the weights dirs, torch hub's or audioldm_eval's cache."""
-        hub = os.path.join(torch.hub.get_dir(), "checkpoints")
-        extra = [hub, Path("~/.cache/audioldm_eval/ckpt"), Path("~/panns_data")]
+        extra = panns_cache_dirs()
+        hub = extra[0]
         try:
             path = find_weight_file(
                 "PANNs Cnn14 (16 kHz)", PANNS_FILES, weights_dir, extra_dirs=extra, url=PANNS_URL

@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -36,6 +37,12 @@ from melfusion.evaluation.embedders.base import (
 VGGISH_SAMPLE_RATE = 16000
 VGGISH_URL = "https://github.com/harritaylor/torchvggish/releases/download/v0.1/vggish-10086976.pth"
 VGGISH_FILES = ("vggish-10086976.pth", "vggish.safetensors", "vggish.pth")
+
+
+def vggish_cache_dirs() -> list[Path]:
+    """Where VGGish weights are looked for after --weights-dir and $MELFUSION_WEIGHTS_DIR (first: downloads)."""
+    return [Path(torch.hub.get_dir()) / "checkpoints"]
+
 
 # vggish_params.py
 STFT_WINDOW_SECONDS = 0.025
@@ -176,7 +183,7 @@ class VGGishEmbedder:
         config: VGGishConfig | None = None,
     ) -> VGGishEmbedder:
         """Load `vggish-10086976.pth` (torchvggish) from the weights dirs or torch hub's checkpoints."""
-        extra = [os.path.join(torch.hub.get_dir(), "checkpoints")]
+        extra = vggish_cache_dirs()
         try:
             path = find_weight_file("VGGish", VGGISH_FILES, weights_dir, extra_dirs=extra, url=VGGISH_URL)
         except MissingWeightsError:
