@@ -447,7 +447,8 @@ def load_classifier(args: argparse.Namespace) -> LogisticFamilyClassifier:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    from melfusion.commands.generate import apply_image_guidance, load_pipeline, resolve_device
+    from melfusion.commands.generate import apply_image_guidance
+    from melfusion.loading import load_pipeline, resolve_device
 
     if args.threads is not None:
         torch.set_num_threads(args.threads)

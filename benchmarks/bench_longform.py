@@ -114,7 +114,7 @@ def child_rss(seconds: float, steps: int, model: str | None, threads: int) -> in
     code = (
         "import resource, sys, torch\n"
         f"torch.set_num_threads({threads})\n"
-        "from melfusion.commands.generate import load_pipeline\n"
+        "from melfusion.loading import load_pipeline\n"
         f"pipe, _ = load_pipeline({model!r}, 'cpu')\n"
         "pipe.set_progress_bar_config(disable=True)\n"
         f"pipe(image={str(ROOT / 'examples' / 'lakeside.png')!r}, prompt='a calm folk song', "
@@ -149,7 +149,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    from melfusion.commands.generate import load_pipeline
+    from melfusion.loading import load_pipeline
 
     if args.threads is not None:
         torch.set_num_threads(args.threads)
@@ -212,7 +212,9 @@ def main(argv: list[str] | None = None) -> int:
             f"{'within' if within[a] else 'NOT within'}"
         )
     result |= {"accuracy": accuracy, "within_one_se": within}
-    lines.append("\n| clip | seams | flux seam/inside | loudness seam/inside | ≤ 1.5 |\n|---|---|---|---|---|")
+    lines.append(
+        "\n| clip | seams | flux seam/inside | loudness seam/inside | ≤ 1.5 |\n|---|---|---|---|---|"
+    )
     result["seams"] = {}
     for length, clips in seams.items():
         if not clips:

@@ -33,7 +33,7 @@ def main() -> None:
 
         pipe = MeLFusionPipeline.from_pretrained(args.model, local_files_only=True)
     else:
-        from melfusion.models.embedded import load_embedded_pipeline
+        from melfusion.loading import load_embedded_pipeline
 
         pipe, _ = load_embedded_pipeline()
 

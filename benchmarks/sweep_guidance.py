@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from melfusion.commands.generate import load_pipeline, resolve_device
+from melfusion.loading import load_pipeline, resolve_device
 from melfusion.utils.files import atomic_write_json
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))

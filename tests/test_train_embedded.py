@@ -44,9 +44,9 @@ def test_reproduction_command_runs_every_stage_and_resumes(tmp_path):
         assert (tmp_path / "runs" / "embedded" / stage / "final").is_dir(), stage
         assert list((tmp_path / "runs" / "embedded" / stage / "checkpoints").glob("step-*")), stage
     from melfusion.data.manifest import read_manifest
-    from melfusion.models.embedded import load_packed_pipeline
+    from melfusion.loading import load_pipeline_folder
 
-    pipe = load_packed_pipeline(tmp_path / "packed")
+    pipe = load_pipeline_folder(tmp_path / "packed")
     assert pipe.unet.config.in_channels == pipe.vae.config.latent_channels
     assert pipe.synapse.config.image_timestep == 200 and pipe.synapse.config.image_projection
     assert pipe.config.default_image_guidance_scale == 14.0

@@ -9,13 +9,12 @@ import pytest
 import torch
 from melfusion_testing import make_image
 
+from melfusion.loading import load_embedded_pipeline, load_pipeline_folder
 from melfusion.models.embedded import (
     HALF_PARTS,
     TEXT_PARTS,
     embedded_model_dir,
     is_packed_folder,
-    load_embedded_pipeline,
-    load_packed_pipeline,
     pack_embedded,
 )
 
@@ -52,7 +51,7 @@ def test_pack_then_load_matches_the_trained_pipeline(tmp_path):
     for part in HALF_PARTS:
         (f,) = (packed / part).glob("*.safetensors")
         assert {v.dtype for v in load_file(f).values()} == {torch.float16}
-    loaded = load_packed_pipeline(packed)
+    loaded = load_pipeline_folder(packed)
     assert loaded.unet.dtype == torch.float32
     assert torch.equal(loaded.synapse.alpha_logits, pipe.synapse.alpha_logits)
     a, b = _run(pipe).audios, _run(loaded).audios
@@ -63,7 +62,7 @@ def test_pack_then_load_matches_the_trained_pipeline(tmp_path):
 
 def test_generate_model_flag_accepts_a_packed_folder(tmp_path):
     """`--model` on a packed folder (a copy of the embedded model) loads it with MiniLM from its package."""
-    from melfusion.commands.generate import load_pipeline
+    from melfusion.loading import load_pipeline
     from melfusion.models.tiny import build_tiny_components
     from melfusion.pipelines.melfusion import MeLFusionPipeline
 
@@ -85,9 +84,9 @@ def test_pack_records_the_default_image_guidance_scale(tmp_path):
     assert pipe.config.default_image_guidance_scale is None  # paper models: two-branch CFG
     pipe.save_pretrained(tmp_path / "trained", safe_serialization=True)
     packed = pack_embedded(tmp_path / "trained", tmp_path / "packed", image_guidance_scale=14)
-    assert load_packed_pipeline(packed).config.default_image_guidance_scale == 14.0
+    assert load_pipeline_folder(packed).config.default_image_guidance_scale == 14.0
     plain = pack_embedded(tmp_path / "trained", tmp_path / "plain")
-    assert load_packed_pipeline(plain).config.default_image_guidance_scale is None
+    assert load_pipeline_folder(plain).config.default_image_guidance_scale is None
 
 
 def test_pack_rejects_a_folder_that_is_not_a_pipeline(tmp_path):
@@ -115,26 +114,13 @@ def test_shipped_weights_load_and_make_sound():
     assert np.isfinite(audio).all() and np.abs(audio).max() > 1e-3
 
 
-def test_readme_python_example_runs_as_written(monkeypatch):
-    """The README's Python block, verbatim, on the embedded default from the repository root."""
-    import re
-    from pathlib import Path
-
-    root = Path(__file__).resolve().parents[2]
-    (block,) = re.findall(r"## Python\n\n```python\n(.*?)```", (root / "README.md").read_text(), re.S)
-    assert 'from_pretrained("embedded")' in block
-    monkeypatch.chdir(root)
-    scope: dict = {}
-    exec(compile(block, "README.md", "exec"), scope)  # noqa: S102 — our own README
-    out = scope["out"]
-    assert out.audios.shape == (2, 81920) and out.sample_rate == 16000
-    assert np.isfinite(out.audios).all() and out.parameters["guidance_capture"] == "trajectory"
-
-
 def test_from_pretrained_loads_packed_folders_and_the_embedded_name():
     from melfusion.pipelines.melfusion import MeLFusionPipeline
 
     folder = embedded_model_dir()
-    by_name, by_path = MeLFusionPipeline.from_pretrained("embedded"), MeLFusionPipeline.from_pretrained(folder)
+    by_name, by_path = (
+        MeLFusionPipeline.from_pretrained("embedded"),
+        MeLFusionPipeline.from_pretrained(folder),
+    )
     assert by_name.unet.dtype == by_path.unet.dtype == torch.float32
     assert torch.equal(_run(by_name).audios, _run(by_path).audios)

@@ -68,7 +68,9 @@ def test_long_clip_has_the_asked_length_and_is_deterministic(tiny_pipe):
     assert out.parameters["windows"] == len(tiny_pipe.window_plan(4.0).starts) > 1
     assert out.parameters["window_overlap_s"] == pytest.approx(tiny_pipe.default_audio_length_in_s / 4)
     np.testing.assert_array_equal(out.audios, run(tiny_pipe, 4.0).audios)
-    assert not np.array_equal(out.audios, run(tiny_pipe, 4.0, generator=torch.Generator().manual_seed(1)).audios)
+    assert not np.array_equal(
+        out.audios, run(tiny_pipe, 4.0, generator=torch.Generator().manual_seed(1)).audios
+    )
 
 
 def test_first_window_equals_a_one_window_clip_and_later_windows_keep_it(tiny_pipe):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import random
@@ -16,10 +15,16 @@ from pathlib import Path
 from typing import Any
 
 from melfusion.errors import MelfusionInputError
+from melfusion.loading import (
+    SCHEDULERS,
+    check_model_folder,
+    is_art2mus,
+    load_pipeline,
+    resolve_device,
+    set_scheduler,
+)
 
-SCHEDULERS = ("ddim", "ddpm", "dpmsolver++")
 AUDIO_SUFFIXES = (".wav", ".flac", ".mp3", ".ogg")  # melfusion.audio.io.SAVE_FORMATS
-PIPELINE_CLASSES = ("MeLFusionPipeline", "Art2MusPipeline")
 SEED_MAX = 2**64 - 1  # torch.Generator.manual_seed takes an unsigned 64-bit seed
 # Disk space a clip needs, at most: float32 samples (the WAV/FLAC written are 16-bit) plus its sidecar
 BYTES_PER_SAMPLE = 4
@@ -93,7 +98,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="long clips: overlap of consecutive windows in seconds (default: a quarter of the model's window)",
     )
     p.add_argument(
-        "--steps", type=int, default=None, help="denoising steps (default: the model's; MeLFusion 50, Art2Mus 200)"
+        "--steps",
+        type=int,
+        default=None,
+        help="denoising steps (default: the model's; MeLFusion 50, Art2Mus 200)",
     )
     p.add_argument(
         "--guidance",
@@ -239,93 +247,6 @@ def _validate(args: argparse.Namespace) -> None:
         check_model_folder(args.model)
 
 
-def check_model_folder(path: str | os.PathLike) -> None:
-    p = Path(path)
-    if not p.is_dir():
-        raise MelfusionInputError(f"model folder not found: {p} (give a folder written by save_pretrained)")
-    index = p / "model_index.json"
-    if not index.is_file():
-        raise MelfusionInputError(
-            f"{p} is not a melfusion model folder: no model_index.json (convert a checkpoint with "
-            "'melfusion convert' or save one with MeLFusionPipeline.save_pretrained)"
-        )
-    try:
-        info = json.loads(index.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as err:  # ValueError: JSON and UTF-8 decoding errors
-        raise MelfusionInputError(f"{index} is unreadable or not JSON ({err}); re-save the model") from None
-    if not isinstance(info, dict):
-        raise MelfusionInputError(
-            f"{index} holds a JSON {type(info).__name__}, not an object; re-save the model with "
-            "MeLFusionPipeline.save_pretrained"
-        )
-    name = info.get("_class_name")
-    if name == "AudioLDM2Pipeline":
-        raise MelfusionInputError(
-            f"{p} is a plain AudioLDM 2, with no image projection; train Art2Mus on it first "
-            "(melfusion train --config configs/art2mus.yaml model.pretrained=...)"
-        )
-    if name not in PIPELINE_CLASSES:
-        raise MelfusionInputError(f"{p} holds a {name!r} pipeline, not a MeLFusion or Art2Mus pipeline")
-
-
-def resolve_device(name: str) -> str:
-    import torch
-
-    if name == "auto":
-        if torch.cuda.is_available():
-            return "cuda"
-        return "mps" if torch.backends.mps.is_available() else "cpu"
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise MelfusionInputError(
-            f"--device {name}: CUDA is not available on this machine (use --device cpu)"
-        )
-    if name not in ("cpu", "mps") and not name.startswith("cuda"):
-        raise MelfusionInputError(f"--device must be cpu, cuda, cuda:N, mps or auto, got {name!r}")
-    return name
-
-
-def load_pipeline(model: str | None, device: str) -> tuple[Any, str]:
-    """(pipeline, model name for the sidecar). ``model=None`` → the embedded default; a folder holds a
-    MeLFusionPipeline (packed folders too) or an Art2MusPipeline."""
-
-    if model is not None and _class_name(model) == "Art2MusPipeline":
-        from melfusion.pipelines.art2mus import Art2MusPipeline
-
-        try:
-            pipe = Art2MusPipeline.from_pretrained(model)
-        except (OSError, ValueError, KeyError) as err:
-            raise MelfusionInputError(
-                f"could not load the model folder {model}: {str(err).splitlines()[0]}"
-            ) from None
-        return pipe.to(device), str(Path(model).resolve())
-    if model is None:
-        from melfusion.models.embedded import load_embedded_pipeline
-
-        pipe, name = load_embedded_pipeline()
-    else:
-        from melfusion.models.embedded import load_pipeline_folder
-
-        try:
-            pipe = load_pipeline_folder(model)  # packed folders too (e.g. a copy of the embedded model)
-        except (OSError, ValueError, KeyError) as err:
-            raise MelfusionInputError(
-                f"could not load the model folder {model}: {str(err).splitlines()[0]}"
-            ) from None
-        name = str(Path(model).resolve())
-    return pipe.to(device), name
-
-
-def _class_name(model: str | os.PathLike) -> str | None:
-    try:
-        return json.loads((Path(model) / "model_index.json").read_text(encoding="utf-8")).get("_class_name")
-    except (OSError, ValueError, AttributeError):
-        return None
-
-
-def is_art2mus(pipe: Any) -> bool:
-    return type(pipe).__name__ == "Art2MusPipeline"
-
-
 def resolve_call_settings(pipe: Any, args: argparse.Namespace, batch: bool = False) -> None:
     """Fill the options left to the model (steps, guidance, capture) and refuse those it does not have."""
     import inspect
@@ -395,16 +316,6 @@ def check_window_overlap(pipe: Any, overlap: float | None) -> None:
         raise MelfusionInputError(
             f"--window-overlap {overlap:g} s must be shorter than the model's {window:g} s window"
         )
-
-
-def set_scheduler(pipe: Any, name: str | None) -> None:
-    from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
-
-    if name is None:
-        return
-    cls = {"ddim": DDIMScheduler, "ddpm": DDPMScheduler, "dpmsolver++": DPMSolverMultistepScheduler}[name]
-    extra = {"algorithm_type": "dpmsolver++"} if name == "dpmsolver++" else {}
-    pipe.scheduler = cls.from_config(pipe.scheduler.config, **extra)
 
 
 def output_paths(out: str | os.PathLike, n: int) -> list[Path]:

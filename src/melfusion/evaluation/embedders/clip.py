@@ -22,8 +22,8 @@ from melfusion.evaluation.embedders.base import (
     load_hf_parts,
     missing_hf_weights,
     module_fingerprint,
-    resolve_device,
 )
+from melfusion.utils.devices import resolve_device
 
 CLIP_DEFAULT = "openai/clip-vit-base-patch32"
 
@@ -63,7 +63,7 @@ class ClipEmbedder:
         device: str | torch.device | None = None,
         batch_size: int = 16,
     ) -> None:
-        self.device = resolve_device(device)
+        self.device = torch.device(resolve_device(device))
         self.model = model.eval().to(self.device)
         self.image_processor = image_processor
         self.tokenizer = tokenizer

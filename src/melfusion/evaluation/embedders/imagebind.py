@@ -23,8 +23,8 @@ from melfusion.evaluation.embedders.base import (
     file_fingerprint,
     find_weight_file,
     load_torch_checkpoint,
-    resolve_device,
 )
+from melfusion.utils.devices import resolve_device
 
 IMAGEBIND_URL = "https://dl.fbaipublicfiles.com/imagebind/imagebind_huge.pth"
 IMAGEBIND_FILES = ("imagebind_huge.pth",)
@@ -53,7 +53,7 @@ class ImageBindEmbedder:
     def __init__(
         self, model: Any, *, fingerprint: str, device: str | torch.device | None = None, batch_size: int = 8
     ) -> None:
-        self.device = resolve_device(device)
+        self.device = torch.device(resolve_device(device))
         self.model = model.eval().to(self.device)
         self.batch_size = batch_size
         self.cache_id = f"imagebind-huge-{fingerprint}"

@@ -30,8 +30,8 @@ from melfusion.evaluation.embedders.base import (
     init_tiny_,
     load_torch_checkpoint,
     module_fingerprint,
-    resolve_device,
 )
+from melfusion.utils.devices import resolve_device
 
 PANNS_SAMPLE_RATE = 16000
 PANNS_URL = "https://zenodo.org/record/3987831/files/Cnn14_16k_mAP%3D0.438.pth"
@@ -220,7 +220,7 @@ class PANNsEmbedder:
     def __init__(
         self, model: Cnn14, *, fingerprint: str, device: str | torch.device | None = None, batch_size: int = 8
     ) -> None:
-        self.device = resolve_device(device)
+        self.device = torch.device(resolve_device(device))
         self.model = model.eval().to(self.device)
         self.batch_size = batch_size
         self.cache_id = f"panns-cnn14-16k-{fingerprint}"

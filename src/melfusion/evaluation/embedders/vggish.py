@@ -31,8 +31,8 @@ from melfusion.evaluation.embedders.base import (
     init_tiny_,
     load_torch_checkpoint,
     module_fingerprint,
-    resolve_device,
 )
+from melfusion.utils.devices import resolve_device
 
 VGGISH_SAMPLE_RATE = 16000
 VGGISH_URL = "https://github.com/harritaylor/torchvggish/releases/download/v0.1/vggish-10086976.pth"
@@ -167,7 +167,7 @@ class VGGishEmbedder:
         device: str | torch.device | None = None,
         batch_size: int = 64,
     ) -> None:
-        self.device = resolve_device(device)
+        self.device = torch.device(resolve_device(device))
         self.model = model.eval().to(self.device)
         self.batch_size = batch_size
         self.cache_id = f"vggish-preact-nopca-{fingerprint}"
