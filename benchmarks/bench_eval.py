@@ -28,6 +28,7 @@ import soundfile as sf
 import torch
 from PIL import Image
 
+from melfusion.encoders.base import module_fingerprint
 from melfusion.evaluation import EvaluationOptions, evaluate
 from melfusion.evaluation.audio import list_audio_files, load_audio
 from melfusion.evaluation.embedders import (
@@ -38,7 +39,6 @@ from melfusion.evaluation.embedders import (
     VGGish,
     VGGishEmbedder,
 )
-from melfusion.evaluation.embedders.base import module_fingerprint
 from melfusion.evaluation.metrics import embedding_statistics, frechet_distance
 from melfusion.evaluation.peer import peer_frechet_functions
 
@@ -66,8 +66,8 @@ def full_size_embedders(device: str) -> dict[str, Any]:
     """Full-size architectures with random weights (the compute of the real checkpoints)."""
     from transformers import ClapConfig, ClapFeatureExtractor, ClapModel, CLIPConfig, CLIPModel
 
-    from melfusion.evaluation.embedders.base import HashTokenizer
-    from melfusion.evaluation.embedders.clip import _image_processor_class
+    from melfusion.encoders.base import HashTokenizer
+    from melfusion.encoders.clip import _image_processor_class
 
     torch.manual_seed(0)
     vgg, cnn = VGGish(), Cnn14()

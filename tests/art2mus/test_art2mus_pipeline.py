@@ -229,7 +229,7 @@ def test_bad_inputs_raise_clear_errors(tiny_art2mus, tmp_path):
 
 
 def test_missing_imagebind_is_a_clear_error(tmp_path):
-    from melfusion.evaluation.embedders.imagebind import imagebind_available
+    from melfusion.encoders.imagebind import imagebind_available
 
     if imagebind_available():
         pytest.skip("the imagebind package is installed here")

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 
+from melfusion.encoders.base import hf_weights_location
 from melfusion.evaluation.embedders import (
     ClapEmbedder,
     Cnn14,
@@ -12,7 +13,6 @@ from melfusion.evaluation.embedders import (
     VGGish,
     VGGishEmbedder,
 )
-from melfusion.evaluation.embedders.base import hf_weights_location
 from melfusion.evaluation.embedders.panns import STFT, LogmelFilterBank, slaney_mel_filterbank
 from melfusion.evaluation.embedders.vggish import vggish_mel_matrix, waveform_to_examples
 

@@ -20,11 +20,11 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
+from melfusion.encoders.base import batched
 from melfusion.errors import MelfusionInputError
 from melfusion.evaluation.audio import list_audio_files, load_audio, read_audio_native
 from melfusion.evaluation.cache import EmbeddingCache, file_sha256, text_sha256
 from melfusion.evaluation.embedders import CLAP_DEFAULT, CLIP_DEFAULT, build_embedder
-from melfusion.evaluation.embedders.base import batched
 from melfusion.evaluation.embedders.weights import check_weights
 from melfusion.evaluation.manifest import Manifest, ManifestRow, read_manifest
 from melfusion.evaluation.metrics.distributed import distributed_world

@@ -81,7 +81,7 @@ class ImageBindPairingEncoder:
         batch_size: int = 8,
         allow_download: bool = False,
     ) -> ImageBindPairingEncoder:
-        from melfusion.evaluation.embedders.imagebind import ImageBindEmbedder
+        from melfusion.encoders.imagebind import ImageBindEmbedder
 
         try:
             embedder = ImageBindEmbedder.from_pretrained(

@@ -219,7 +219,7 @@ def build_art2mus_pipeline(config: Art2MusModelConfig, seed: int = 0):
     if config.image_encoder == "clip" and config.image_encoder_path:
         from transformers import CLIPVisionModelWithProjection
 
-        from melfusion.evaluation.embedders.clip import _image_processor_class
+        from melfusion.encoders.clip import _image_processor_class
 
         extra["image_encoder"] = CLIPVisionModelWithProjection.from_pretrained(config.image_encoder_path)
         extra["image_processor"] = _image_processor_class().from_pretrained(config.image_encoder_path)

@@ -14,11 +14,11 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from melfusion.encoders.base import MissingWeightsError
+from melfusion.encoders.clip import CLIP_DEFAULT, ClipEmbedder
+from melfusion.encoders.imagebind import ImageBindEmbedder, imagebind_available
 from melfusion.errors import MelfusionInputError
-from melfusion.evaluation.embedders.base import MissingWeightsError
 from melfusion.evaluation.embedders.clap import CLAP_DEFAULT, ClapEmbedder
-from melfusion.evaluation.embedders.clip import CLIP_DEFAULT, ClipEmbedder
-from melfusion.evaluation.embedders.imagebind import ImageBindEmbedder, imagebind_available
 from melfusion.evaluation.embedders.panns import Cnn14, Cnn14Config, PANNsEmbedder
 from melfusion.evaluation.embedders.vggish import VGGish, VGGishConfig, VGGishEmbedder
 

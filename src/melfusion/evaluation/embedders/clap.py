@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from melfusion.evaluation.embedders.base import (
+from melfusion.encoders.base import (
     HashTokenizer,
     batched,
     features_tensor,

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from melfusion.evaluation.embedders.base import (
+from melfusion.encoders.base import (
     MissingWeightsError,
     download_weight_file,
     file_fingerprint,

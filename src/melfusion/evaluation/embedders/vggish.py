@@ -22,7 +22,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from melfusion.evaluation.embedders.base import (
+from melfusion.encoders.base import (
     MissingWeightsError,
     batched,
     download_weight_file,

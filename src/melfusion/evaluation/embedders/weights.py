@@ -11,20 +11,20 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from melfusion.evaluation.embedders.base import (
+from melfusion.encoders.base import (
     WEIGHTS_ENV,
     MissingWeightsError,
     hf_weights_location,
     weights_search_dirs,
 )
-from melfusion.evaluation.embedders.clap import CLAP_ALIASES, CLAP_DEFAULT
-from melfusion.evaluation.embedders.clip import CLIP_DEFAULT
-from melfusion.evaluation.embedders.imagebind import (
+from melfusion.encoders.clip import CLIP_DEFAULT
+from melfusion.encoders.imagebind import (
     IMAGEBIND_FILES,
     IMAGEBIND_URL,
     imagebind_available,
     imagebind_cache_dirs,
 )
+from melfusion.evaluation.embedders.clap import CLAP_ALIASES, CLAP_DEFAULT
 from melfusion.evaluation.embedders.panns import PANNS_FILES, PANNS_URL, panns_cache_dirs
 from melfusion.evaluation.embedders.vggish import VGGISH_FILES, VGGISH_URL, vggish_cache_dirs
 

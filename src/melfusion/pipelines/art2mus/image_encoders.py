@@ -49,7 +49,7 @@ class ClipImageEncoder:
     @property
     def cache_id(self) -> str:
         if self._cache_id is None:
-            from melfusion.evaluation.embedders.base import module_fingerprint
+            from melfusion.encoders.base import module_fingerprint
 
             self._cache_id = f"clip-vision-{module_fingerprint(self.model)}"
         return self._cache_id
@@ -70,7 +70,7 @@ class ImageBindImageEncoder:
     embed_dim = 1024
 
     def __init__(self, embedder: Any) -> None:
-        self.embedder = embedder  # melfusion.evaluation.embedders.imagebind.ImageBindEmbedder
+        self.embedder = embedder  # melfusion.encoders.imagebind.ImageBindEmbedder
         self.cache_id = embedder.cache_id
 
     @classmethod
@@ -82,8 +82,8 @@ class ImageBindImageEncoder:
         allow_download: bool = False,
     ) -> ImageBindImageEncoder:
         """Raises MelfusionInputError naming what is missing (package or imagebind_huge.pth)."""
+        from melfusion.encoders.imagebind import ImageBindEmbedder
         from melfusion.errors import MelfusionInputError
-        from melfusion.evaluation.embedders.imagebind import ImageBindEmbedder
 
         try:
             embedder = ImageBindEmbedder.from_pretrained(

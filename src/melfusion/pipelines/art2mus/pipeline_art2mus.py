@@ -488,7 +488,7 @@ class Art2MusPipeline(AudioLDM2Pipeline):
         """Cosine similarity of each waveform (B·N, T) with its group's text (CLAP; audio resampled)."""
         import soxr
 
-        from melfusion.evaluation.embedders.base import features_tensor, seeded_numpy
+        from melfusion.encoders.base import features_tensor, seeded_numpy
 
         device = self._execution_device
         sr_in = int(self.vocoder.config.sampling_rate)

@@ -71,7 +71,7 @@ def build_tiny_art2mus_components(
         T5EncoderModel,
     )
 
-    from melfusion.evaluation.embedders.clip import _image_processor_class
+    from melfusion.encoders.clip import _image_processor_class
     from melfusion.models.vocoder import tiny_hifigan_config
     from melfusion.pipelines.art2mus.projection import ImageProjectionLayer
 

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from melfusion.evaluation.embedders.base import (
+from melfusion.encoders.base import (
     HashTokenizer,
     batched,
     features_tensor,

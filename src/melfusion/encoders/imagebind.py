@@ -15,8 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from melfusion.errors import MelfusionInputError
-from melfusion.evaluation.embedders.base import (
+from melfusion.encoders.base import (
     MissingWeightsError,
     batched,
     download_weight_file,
@@ -24,6 +23,7 @@ from melfusion.evaluation.embedders.base import (
     find_weight_file,
     load_torch_checkpoint,
 )
+from melfusion.errors import MelfusionInputError
 from melfusion.utils.devices import resolve_device
 
 IMAGEBIND_URL = "https://dl.fbaipublicfiles.com/imagebind/imagebind_huge.pth"
