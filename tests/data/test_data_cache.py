@@ -13,8 +13,6 @@ from melfusion.data.cache import (
     FeatureCache,
     cache_key,
     fingerprint,
-    guidance_from_tensors,
-    guidance_to_tensors,
     model_fingerprint,
 )
 
@@ -113,8 +111,8 @@ def test_kind_helpers_and_disabled_cache(tmp_path):
     cache.put_audio_latents(KEY, states[:2])
     assert torch.equal(cache.get_audio_latents(KEY), states[:2])
     shared = torch.randn(4, 3)
-    cache.put_image_guidance(KEY, {"z0": shared, "z0_view": shared[:2]})  # shared storage is cloned
-    assert torch.equal(cache.get_image_guidance(KEY)["z0_view"], shared[:2])
+    cache.put("image_latents", KEY, {"z0": shared, "z0_view": shared[:2]})  # shared storage is cloned
+    assert torch.equal(cache.get("image_latents", KEY)["z0_view"], shared[:2])
     off = FeatureCache(None)
     assert not off.enabled and off.put("k1", KEY, {"x": states}) is None and off.get("k1", KEY) is None
     with pytest.raises(ValueError, match="cache kind"):
@@ -126,13 +124,16 @@ def test_visual_guidance_round_trip(tmp_path):
 
     kv = [[(torch.randn(1, 4, 8), torch.randn(1, 4, 8)) for _ in range(2)] for _ in range(3)]
     vg = VisualGuidance([999, 500, 1], kv, latents=[torch.randn(1, 4, 2, 2)], meta={"image": "a.png"})
-    tensors, meta = guidance_to_tensors(vg)
-    back = guidance_from_tensors(tensors, meta)
+    tensors, meta = vg.to_tensors()
+    back = VisualGuidance.from_tensors(tensors, meta)
     assert back.timesteps == [999, 500, 1] and back.meta == {"image": "a.png"}
     assert torch.equal(back.kv[2][1][1], kv[2][1][1]) and torch.equal(back.latents[0], vg.latents[0])
     cache = FeatureCache(tmp_path)
-    cache.put_visual_guidance(KEY, vg)
-    assert torch.equal(cache.get_visual_guidance(KEY).at(500)[0][0], kv[1][0][0])
+    cache.put("image_guidance", KEY, tensors, meta)  # the form a cache file holds
+    assert torch.equal(
+        VisualGuidance.from_tensors(*cache.get_with_metadata("image_guidance", KEY)).at(500)[0][0],
+        kv[1][0][0],
+    )
 
 
 def _writer(root: str, key: str, seed: int, rounds: int) -> None:

@@ -3,13 +3,10 @@ on-disk feature cache."""
 
 from melfusion.data.cache import (
     AUDIO_LATENTS,
-    IMAGE_GUIDANCE,
     TEXT_STATES,
     FeatureCache,
     cache_key,
     fingerprint,
-    guidance_from_tensors,
-    guidance_to_tensors,
     model_fingerprint,
     text_sha256,
 )
@@ -28,7 +25,6 @@ from melfusion.data.manifest import (
 __all__ = [
     "AUDIO_LATENTS",
     "FORMATS",
-    "IMAGE_GUIDANCE",
     "PROBLEM_KINDS",
     "TEXT_STATES",
     "CheckReport",
@@ -43,8 +39,6 @@ __all__ = [
     "collate_triplets",
     "detect_format",
     "fingerprint",
-    "guidance_from_tensors",
-    "guidance_to_tensors",
     "model_fingerprint",
     "read_audio_window",
     "read_manifest",

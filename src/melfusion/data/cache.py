@@ -26,7 +26,7 @@ import re
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
@@ -35,14 +35,10 @@ from safetensors.torch import save_file
 
 from melfusion.utils.files import atomic_path, sha256_file
 
-if TYPE_CHECKING:
-    from melfusion.guidance.visual_guidance import VisualGuidance
-
 logger = logging.getLogger(__name__)
 
 AUDIO_LATENTS = "audio_latents"
 TEXT_STATES = "text_states"
-IMAGE_GUIDANCE = "image_guidance"
 FORMAT_VERSION = "1"
 _META_KIND = "melfusion.cache.kind"
 _META_KEY = "melfusion.cache.key"
@@ -288,23 +284,6 @@ class FeatureCache:
             tensors["attention_mask"] = attention_mask
         self.put(TEXT_STATES, key, tensors, metadata)
 
-    def get_image_guidance(self, key: str) -> dict[str, torch.Tensor] | None:
-        return self.get(IMAGE_GUIDANCE, key)
-
-    def put_image_guidance(
-        self, key: str, tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, Any] | None = None
-    ) -> None:
-        """Any dict of tensors for one image (inverted latent trajectory, K/V, ...)."""
-        self.put(IMAGE_GUIDANCE, key, tensors, metadata)
-
-    def get_visual_guidance(self, key: str) -> VisualGuidance | None:
-        got = self.get_with_metadata(IMAGE_GUIDANCE, key)
-        return None if got is None else guidance_from_tensors(*got)
-
-    def put_visual_guidance(self, key: str, guidance: VisualGuidance) -> None:
-        tensors, metadata = guidance_to_tensors(guidance)
-        self.put(IMAGE_GUIDANCE, key, tensors, metadata)
-
     # ---- housekeeping
 
     @property
@@ -325,46 +304,3 @@ class FeatureCache:
                     tmp.unlink()
                     removed += 1
         return removed
-
-
-# ------------------------------------------------------------------------ VisualGuidance <-> tensors
-
-
-def guidance_to_tensors(guidance: VisualGuidance) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """Flatten a VisualGuidance: kv.{step}.{layer}.k / .v, latents.{i}, reconstruction; timesteps and
-    meta go to the metadata."""
-    tensors: dict[str, torch.Tensor] = {}
-    for i, step in enumerate(guidance.kv):
-        for layer, (k, v) in enumerate(step):
-            tensors[f"kv.{i}.{layer}.k"] = k
-            tensors[f"kv.{i}.{layer}.v"] = v
-    for i, z in enumerate(guidance.latents):
-        tensors[f"latents.{i}"] = z
-    if guidance.reconstruction is not None:
-        tensors["reconstruction"] = guidance.reconstruction
-    metadata = {
-        "timesteps": json.dumps([int(t) for t in guidance.timesteps]),
-        "num_layers": str(guidance.num_layers),
-        "meta": json.dumps(guidance.meta, default=str),
-    }
-    return tensors, metadata
-
-
-def guidance_from_tensors(tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str]) -> VisualGuidance:
-    from melfusion.guidance.visual_guidance import VisualGuidance
-
-    timesteps = json.loads(metadata["timesteps"])
-    num_layers = int(metadata["num_layers"])
-    kv = [
-        [(tensors[f"kv.{i}.{layer}.k"], tensors[f"kv.{i}.{layer}.v"]) for layer in range(num_layers)]
-        for i in range(len(timesteps))
-    ]
-    n_latents = sum(1 for name in tensors if name.startswith("latents."))
-    latents = [tensors[f"latents.{i}"] for i in range(n_latents)]
-    return VisualGuidance(
-        timesteps=timesteps,
-        kv=kv,
-        latents=latents,
-        reconstruction=tensors.get("reconstruction"),
-        meta=json.loads(metadata.get("meta", "{}")),
-    )
