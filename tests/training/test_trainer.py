@@ -12,8 +12,9 @@ import torch
 from melfusion_testing import TRAIN_BASE, write_triplets
 
 from melfusion.errors import MelfusionInputError
-from melfusion.training.config import load_config, parse_override
+from melfusion.training.config import load_config
 from melfusion.training.loop import find_checkpoint
+from melfusion.training.settings import parse_override
 from melfusion.training.trainer import MeLFusionTrainer
 
 BASE = TRAIN_BASE

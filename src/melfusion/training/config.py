@@ -6,9 +6,8 @@ import os
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-import yaml
-
 from melfusion.errors import MelfusionInputError
+from melfusion.training.settings import load_typed_config
 
 
 @dataclass
@@ -142,27 +141,11 @@ class ExperimentConfig:
             raise MelfusionInputError("optim.lr_unet and optim.lr_alpha must be > 0")
 
 
-def parse_override(text: str) -> tuple[str, Any]:
-    """``"train.max_steps=10"`` → ("train.max_steps", 10); values are parsed as YAML scalars."""
-    if "=" not in text:
-        raise MelfusionInputError(
-            f"override {text!r} must look like section.key=value, e.g. train.max_steps=100"
-        )
-    key, raw = text.split("=", 1)
-    try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError:
-        value = raw
-    return key.strip(), value
-
-
 def load_config(
     path: str | os.PathLike | None = None, overrides: list[str] | None = None
 ) -> ExperimentConfig:
     """Defaults ← YAML file (``{model: {...}, data: {...}, optim: {...}, train: {...}}``) ← overrides.
     Relative data and stage-1 model paths in a config file are relative to that file."""
-    from melfusion.training.settings import load_typed_config
-
     return load_typed_config(
         ExperimentConfig,
         "melfusion",

@@ -117,6 +117,20 @@ def config_from_dict(cls: type[C], data: dict[str, Any], source: str, trainer_na
     return cfg
 
 
+def parse_override(text: str) -> tuple[str, Any]:
+    """``"train.max_steps=10"`` → ("train.max_steps", 10); values are parsed as YAML scalars."""
+    if "=" not in text:
+        raise MelfusionInputError(
+            f"override {text!r} must look like section.key=value, e.g. train.max_steps=100"
+        )
+    key, raw = text.split("=", 1)
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return key.strip(), value
+
+
 def load_typed_config(
     cls: type[C],
     trainer_name: str,
@@ -126,8 +140,6 @@ def load_typed_config(
 ) -> C:
     """Defaults ← YAML file ← ``section.key=value`` overrides. Relative paths named in ``path_settings``
     resolve against the config file's folder when they do not exist as given."""
-    from melfusion.training.config import parse_override
-
     cfg = (
         config_from_dict(cls, read_yaml_mapping(path), str(path), trainer_name) if path is not None else cls()
     )
