@@ -9,9 +9,10 @@ import pytest
 import soundfile as sf
 
 from melfusion.cli import main
+from melfusion.data.cache import FeatureCache
 from melfusion.evaluation import EvaluationOptions, evaluate, markdown_table, write_report
-from melfusion.evaluation.cache import EmbeddingCache, file_sha256
 from melfusion.evaluation.manifest import read_manifest
+from melfusion.evaluation.runner import EmbeddingStore
 
 
 def _opts(**kw: object) -> EvaluationOptions:
@@ -110,20 +111,30 @@ def test_cli_missing_folder(tmp_path, capsys) -> None:  # noqa: ANN001
     assert "is not a folder of audio files" in capsys.readouterr().err
 
 
-def test_cache_is_keyed_by_content(tmp_path: Path) -> None:
+def test_embedding_cache_is_keyed_by_content(tmp_path: Path) -> None:
     a, b = tmp_path / "a.wav", tmp_path / "b.wav"
     sf.write(a, np.zeros(100, np.float32), 16000)
     shutil.copy(a, b)
-    assert file_sha256(a) == file_sha256(b)
-    cache = EmbeddingCache(tmp_path / "cache")
-    cache.put("emb-x", file_sha256(a), {"frames": np.ones((2, 3))})
-    hit = cache.get("emb-x", file_sha256(b))  # renamed copy: same content, same entry
-    assert hit is not None and hit["frames"].shape == (2, 3)
+    store = EmbeddingStore(FeatureCache(tmp_path / "cache"), progress=False)
+    calls = []
+
+    def compute(idx):
+        calls.append(list(idx))
+        return [{"frames": np.full((2, 3), float(i))} for i in idx]
+
+    first = store._run("emb-x", [store.sha(a)], compute, "x")
+    fresh = EmbeddingStore(FeatureCache(tmp_path / "cache"), progress=False)  # a new process: the files only
+    again = fresh._run("emb-x", [fresh.sha(b)], compute, "x")  # renamed copy: same content, same entry
+    assert calls == [[0]] and np.array_equal(first[0]["frames"], again[0]["frames"])
+    assert again[0]["frames"].dtype == np.float64
     sf.write(b, np.ones(100, np.float32) * 0.5, 16000)
-    assert cache.get("emb-x", file_sha256(b)) is None
-    assert cache.get("emb-y", file_sha256(a)) is None  # another embedder
-    assert not list((tmp_path / "cache").rglob("*.tmp"))
-    assert EmbeddingCache(None).get("emb-x", file_sha256(a)) is None
+    later = EmbeddingStore(FeatureCache(tmp_path / "cache"), progress=False)
+    later._run("emb-x", [later.sha(b)], compute, "x")  # edited: recomputed
+    later._run("emb-y", [later.sha(a)], compute, "x")  # another embedder
+    assert len(calls) == 3 and not list((tmp_path / "cache").rglob("*.tmp*"))
+    off = EmbeddingStore(FeatureCache(None), progress=False)
+    off._run("emb-x", [off.sha(a)], compute, "x")
+    assert len(calls) == 4
 
 
 class _StubImageBind:

@@ -71,9 +71,9 @@ AUDIO_EXTENSIONS = (".wav", ".flac", ".mp3", ".ogg")
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 
 # Standard columns and their accepted aliases (first present wins).
-IMAGE_KEYS = ("image", "images", "image_path", "image_paths", "img_path", "img")
+IMAGE_KEYS = ("image", "images", "image_path", "image_paths", "img_path", "img", "artwork")
 TEXT_KEYS = ("text", "caption", "captions", "prompt", "description", "annotation")
-AUDIO_KEYS = ("audio", "audio_path", "location", "music", "music_path")
+AUDIO_KEYS = ("audio", "audio_path", "location", "music", "music_path", "file", "filename")
 _MAX_LOGGED = 10
 
 
@@ -375,13 +375,18 @@ class _Context:
     audio_index: _FileIndex
     image_index: _FileIndex
     require_audio: bool = True
+    require_image: bool = True
 
 
 def _standard(row: dict[str, Any], ctx: _Context) -> TripletRecord:
     ikey, images = _get(row, IMAGE_KEYS)
     tkey, text = _get(row, TEXT_KEYS)
     akey, audio = _get(row, AUDIO_KEYS)
-    wanted = (("image", images), ("text", text), ("audio", audio if ctx.require_audio else ""))
+    wanted = (
+        ("image", images if ctx.require_image else ""),
+        ("text", text),
+        ("audio", audio if ctx.require_audio else ""),
+    )
     missing = [n for n, v in wanted if v is None]
     if missing:
         raise _RowError(
@@ -390,7 +395,9 @@ def _standard(row: dict[str, Any], ctx: _Context) -> TripletRecord:
     record_id = row.get("id")
     return TripletRecord(
         id=str(record_id).strip() if record_id not in (None, "") else "",
-        images=[_resolve(p, ctx.image_base) for p in _as_paths(images, "image")],
+        images=[_resolve(p, ctx.image_base) for p in _as_paths(images, "image")]
+        if images is not None
+        else [],
         text=_as_text(text, "text"),
         audio=_resolve(_as_paths(audio, "audio")[0], ctx.audio_base) if audio is not None else None,
         start_s=_as_seconds(row.get("start_s"), "start_s"),
@@ -569,9 +576,11 @@ def read_manifest_with_problems(
     group_images: bool | None = None,
     on_error: Literal["skip", "raise"] = "skip",
     require_audio: bool = True,
+    require_image: bool = True,
 ) -> tuple[list[TripletRecord], list[RowProblem]]:
     """Like `read_manifest`, but returns the skipped rows instead of logging them; an empty record list
-    is returned (not raised) when no row is valid."""
+    is returned (not raised) when no row is valid. ``require_image=False``: rows of the standard format
+    without an image are kept (``images == []``; e.g. the prompts of a CLAP-score evaluation)."""
     path = Path(os.path.abspath(os.path.expanduser(os.fspath(path))))
     fmt = _FORMAT_ALIASES.get(format.lower(), format.lower())
     if fmt != "auto" and fmt not in FORMATS:
@@ -592,6 +601,7 @@ def read_manifest_with_problems(
         audio_index=_FileIndex([audio_base, audio_base / "audio"], AUDIO_EXTENSIONS),
         image_index=_FileIndex([image_base, image_base / "images"], IMAGE_EXTENSIONS),
         require_audio=require_audio,
+        require_image=require_image,
     )
     reader = _READERS[fmt]
     problems: list[RowProblem] = []

@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 
 from melfusion.errors import MelfusionInputError
-from melfusion.evaluation.cache import atomic_write_bytes
 from melfusion.evaluation.runner import COLUMNS, CONVENTIONS, EvaluationReport, RunResult
+from melfusion.utils.files import atomic_path
 
 TABLE1_COLUMNS = ("fad", "kl_softmax", "fd", "imsm")  # MeLFusion Table 1 objective columns, in order
 
@@ -286,7 +286,8 @@ def write_report(
 
     def put(name: str, data: bytes) -> None:
         path = out / name
-        atomic_write_bytes(path, data)
+        with atomic_path(path) as tmp:
+            tmp.write_bytes(data)
         written.append(path)
 
     doc = report.to_json()

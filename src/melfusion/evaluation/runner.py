@@ -18,12 +18,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from tqdm.auto import tqdm
 
+from melfusion.data.cache import FeatureCache, text_sha256
 from melfusion.encoders.base import batched
 from melfusion.errors import MelfusionInputError
 from melfusion.evaluation.audio import list_audio_files, load_audio, read_audio_native
-from melfusion.evaluation.cache import EmbeddingCache, file_sha256, text_sha256
 from melfusion.evaluation.embedders import CLAP_DEFAULT, CLIP_DEFAULT, build_embedder
 from melfusion.evaluation.embedders.weights import check_weights
 from melfusion.evaluation.manifest import Manifest, ManifestRow, read_manifest
@@ -38,6 +39,7 @@ from melfusion.evaluation.metrics.stateful import (
     PairedKLMetric,
 )
 from melfusion.evaluation.pairing import Pairing, pair_by_name, pair_key
+from melfusion.utils.files import sha256_file
 
 
 @dataclass(frozen=True)
@@ -219,9 +221,10 @@ def _shard(items: Sequence[Any]) -> list[Any]:
 
 
 class EmbeddingStore:
-    """Embeddings of files and texts through the cache, with an in-process memo shared by all runs."""
+    """Embeddings of files and texts through the cache (a `FeatureCache`: one safetensors file per
+    (embedder, content hash), written atomically), with an in-process memo shared by all runs."""
 
-    def __init__(self, cache: EmbeddingCache, *, progress: bool = True, chunk: int = 32) -> None:
+    def __init__(self, cache: FeatureCache, *, progress: bool = True, chunk: int = 32) -> None:
         self.cache = cache
         self.progress = progress
         self.chunk = chunk
@@ -231,20 +234,23 @@ class EmbeddingStore:
 
     def sha(self, path: Path) -> str:
         if path not in self._sha:
-            self._sha[path] = file_sha256(path)
+            self._sha[path] = sha256_file(path)
         return self._sha[path]
 
     def _lookup(self, namespace: str, key: str) -> dict[str, np.ndarray] | None:
         hit = self._memo.get((namespace, key))
         if hit is None:
-            hit = self.cache.get(namespace, key)
-            if hit is not None:
+            got = self.cache.get(namespace, key)
+            if got is not None:
+                hit = {k: v.numpy() for k, v in got.items()}
                 self._memo[(namespace, key)] = hit
         return hit
 
     def _store(self, namespace: str, key: str, value: dict[str, np.ndarray]) -> None:
         self._memo[(namespace, key)] = value
-        self.cache.put(namespace, key, value)
+        self.cache.put(
+            namespace, key, {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in value.items()}
+        )
         self.computed += 1
 
     def _run(
@@ -414,7 +420,7 @@ def evaluate(
             clip_model=opts.clip_model,
         )
     emb = Embedders(opts, embedders)
-    store = EmbeddingStore(EmbeddingCache(opts.cache_dir), progress=opts.progress)
+    store = EmbeddingStore(FeatureCache(opts.cache_dir), progress=opts.progress)
 
     ref_shard = _shard(ref_files)
     results = []
