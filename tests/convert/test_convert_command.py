@@ -101,7 +101,6 @@ def test_bad_inputs_exit_2_with_one_line(tango, sd_dir, t5_dir, tmp_path, capsys
 
 
 def test_unpairable_image_ldm_is_a_one_line_error(tango, t5_dir, tmp_path, capsys):
-    pytest.importorskip("melfusion.pipelines.melfusion")
     sd = tmp_path / "sd-deeper"
     write_sd_folder(sd, layers_per_block=2)  # 9 decoder self-attention layers vs the music UNet's 6
     assert main(_argv(tango[0], sd, t5_dir, tmp_path / "out")) == 2
