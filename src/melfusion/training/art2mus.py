@@ -27,8 +27,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from accelerate import Accelerator
-from accelerate.utils import ProjectConfiguration, set_seed
-from diffusers.optimization import get_scheduler
 
 from melfusion.audio.mel import MelConfig, mel_spectrogram
 from melfusion.data.cache import FeatureCache, fingerprint, model_fingerprint
@@ -37,9 +35,15 @@ from melfusion.data.manifest import read_manifest_with_problems
 from melfusion.errors import MelfusionInputError
 from melfusion.guidance.preprocess import tensor_sha256
 from melfusion.pipelines.art2mus.constants import NEGATIVE_PROMPT, SUPPORT_PROMPT
-from melfusion.training.loop import EpochSampler, TrainLoopMixin, check_export_target, write_export
+from melfusion.training.loop import EpochSampler, Trainer, check_export_target, write_export
 from melfusion.training.losses import diffusion_loss, diffusion_target, min_snr_weights
-from melfusion.training.settings import config_from_dict, config_trainer, load_typed_config
+from melfusion.training.settings import (
+    OptimSchedule,
+    TrainSchedule,
+    config_from_dict,
+    config_trainer,
+    load_typed_config,
+)
 from melfusion.utils.files import safe_file_stem
 
 logger = logging.getLogger(__name__)
@@ -79,38 +83,28 @@ class Art2MusDataConfig:
 
 
 @dataclass
-class Art2MusOptimConfig:
+class Art2MusOptimConfig(OptimSchedule):
     lr: float = 2e-5  # paper §5.2
-    weight_decay: float = 1e-2  # AdamW's default
+    warmup_steps: int = 500  # paper §5.2
     adam_beta1: float = 0.9
     adam_beta2: float = 0.999
     adam_epsilon: float = 1e-8
-    lr_scheduler: str = "constant_with_warmup"
-    warmup_steps: int = 500  # paper §5.2
-    max_grad_norm: float = 1.0
 
 
 @dataclass
-class Art2MusTrainConfig:
+class Art2MusTrainConfig(TrainSchedule):
     output_dir: str = "runs/art2mus"
-    seed: int = 0
     max_steps: int = 10000  # paper §5.2
-    batch_size: int = 4
     gradient_accumulation_steps: int = 4
-    mixed_precision: str = "no"
+    validate_every: int = 0
     gradient_checkpointing: bool = False
     min_snr_gamma: float | None = 5.0
-    checkpoint_every: int = 500
-    keep_checkpoints: int = 3
-    validate_every: int = 0
     num_validation_samples: int = 2
     validation_inference_steps: int = 50
     validation_guidance_scale: float = 3.5
     negative_prompt: str = NEGATIVE_PROMPT
-    log_every: int = 10
     use_cache: bool = True
     cache_dir: str | None = None
-    report_to: str = "tensorboard"
 
 
 @dataclass
@@ -229,7 +223,7 @@ def build_art2mus_pipeline(config: Art2MusModelConfig, seed: int = 0):
 # ----------------------------------------------------------------------------------------- trainer
 
 
-class Art2MusTrainer(TrainLoopMixin):
+class Art2MusTrainer(Trainer):
     tracker_name = "art2mus"
 
     """`Art2MusTrainer(config).train(resume=None)`, `save_checkpoint()`, `export(path=None)`."""
@@ -244,22 +238,7 @@ class Art2MusTrainer(TrainLoopMixin):
         config.validate()
         self.config = config
         t, m = config.train, config.model
-        self.output_dir = Path(t.output_dir)
-        log_with = None
-        if t.report_to == "tensorboard":
-            try:
-                import tensorboard  # noqa: F401
-
-                log_with = "tensorboard"
-            except ImportError:
-                logger.info("tensorboard is not installed; logging to the console only")
-        self.accelerator = accelerator or Accelerator(
-            gradient_accumulation_steps=t.gradient_accumulation_steps,
-            mixed_precision=t.mixed_precision,
-            log_with=log_with,
-            project_config=ProjectConfiguration(project_dir=str(self.output_dir)),
-        )
-        set_seed(t.seed)
+        self.setup_accelerator(accelerator)
         device = self.accelerator.device
 
         # Components: all frozen except the projection
@@ -330,25 +309,13 @@ class Art2MusTrainer(TrainLoopMixin):
             eps=o.adam_epsilon,
             weight_decay=o.weight_decay,
         )
-        self.lr_scheduler = get_scheduler(
-            o.lr_scheduler,
-            self.optimizer,
-            num_warmup_steps=o.warmup_steps * self.accelerator.num_processes,
-            num_training_steps=t.max_steps * self.accelerator.num_processes,
-        )
-        self.projection, self.optimizer, self.loader, self.lr_scheduler = self.accelerator.prepare(
-            self.projection, self.optimizer, self.loader, self.lr_scheduler
-        )
+        self.projection = self.setup_optimization(self.projection, self.optimizer)
 
         self.cache = FeatureCache((t.cache_dir or self.output_dir / "cache") if t.use_cache else None)
         self._image_memo: dict[str, torch.Tensor] = {}
         self._fp_audio = model_fingerprint(pipe.vae)
         self._support: tuple[torch.Tensor, torch.Tensor] | None = None
-        self.global_step = 0
-        self.epoch = 0
-        self.batches_in_epoch = 0
         self.num_skipped = 0
-        self.history: list[dict[str, float]] = []
 
     # --------------------------------------------------------------------------------------- data
     def _dataset(self, manifest: str, random_crop: bool) -> TripletDataset:
@@ -503,7 +470,7 @@ class Art2MusTrainer(TrainLoopMixin):
             weights = min_snr_weights(self.noise_scheduler, timesteps, self.config.train.min_snr_gamma)
         return diffusion_loss(pred, target, weights)
 
-    # Training loop, checkpoints and resume: TrainLoopMixin (training/loop.py).
+    # Training loop, checkpoints and resume: Trainer (training/loop.py).
     def _loop_model(self) -> torch.nn.Module:
         return self.projection
 

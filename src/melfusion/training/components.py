@@ -31,9 +31,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from accelerate import Accelerator
-from accelerate.utils import ProjectConfiguration, set_seed
 from diffusers import AutoencoderKL, DDIMScheduler
-from diffusers.optimization import get_scheduler
 from tqdm.auto import tqdm
 
 from melfusion.audio.mel import MelConfig, mel_spectrogram
@@ -45,11 +43,11 @@ from melfusion.models.tiny import build_vae
 from melfusion.training.loop import (
     SILENCE_DBFS,
     EpochSampler,
-    TrainLoopMixin,
+    Trainer,
     check_export_target,
     write_export,
 )
-from melfusion.training.settings import config_trainer, load_typed_config
+from melfusion.training.settings import OptimSchedule, TrainSchedule, config_trainer, load_typed_config
 
 logger = logging.getLogger(__name__)
 
@@ -86,27 +84,19 @@ class ComponentDataConfig:
 
 
 @dataclass
-class ComponentOptimConfig:
+class ComponentOptimConfig(OptimSchedule):
     lr: float = 3e-4
     weight_decay: float = 0.0
-    lr_scheduler: str = "constant_with_warmup"
     warmup_steps: int = 100
-    max_grad_norm: float = 1.0
 
 
 @dataclass
-class ComponentTrainConfig:
+class ComponentTrainConfig(TrainSchedule):
     output_dir: str = "runs/component"
-    seed: int = 0
-    max_steps: int = 1000
     batch_size: int = 16
-    gradient_accumulation_steps: int = 1
-    mixed_precision: str = "no"
-    checkpoint_every: int = 500
     keep_checkpoints: int = 2
-    validate_every: int = 500
     log_every: int = 50
-    report_to: str = "none"  # tensorboard | none
+    report_to: str = "none"
 
 
 @dataclass
@@ -185,22 +175,14 @@ class _InMemory(torch.utils.data.Dataset):
         return {"x": self.x[i], "text": ""}
 
 
-class ComponentTrainer(TrainLoopMixin):
+class ComponentTrainer(Trainer):
     tracker_name = "melfusion-component"
 
     def __init__(self, config: ComponentConfig, accelerator: Accelerator | None = None):
         config.validate()
         self.config = config
         m, t = config.model, config.train
-        self.output_dir = Path(t.output_dir)
-        log_with = "tensorboard" if t.report_to == "tensorboard" and _has_tensorboard() else None
-        self.accelerator = accelerator or Accelerator(
-            gradient_accumulation_steps=t.gradient_accumulation_steps,
-            mixed_precision=t.mixed_precision,
-            log_with=log_with,
-            project_config=ProjectConfiguration(project_dir=str(self.output_dir)),
-        )
-        set_seed(t.seed)
+        self.setup_accelerator(accelerator)
         self.mel_config = MelConfig(n_mels=int(m.n_mels))
         device = self.accelerator.device
         self.image_vae: AutoencoderKL | None = None
@@ -243,19 +225,7 @@ class ComponentTrainer(TrainLoopMixin):
         )
         o = config.optim
         self.optimizer = torch.optim.AdamW(self.net.parameters(), lr=o.lr, weight_decay=o.weight_decay)
-        self.lr_scheduler = get_scheduler(
-            o.lr_scheduler,
-            self.optimizer,
-            num_warmup_steps=o.warmup_steps * self.accelerator.num_processes,
-            num_training_steps=t.max_steps * self.accelerator.num_processes,
-        )
-        self.net, self.optimizer, self.loader, self.lr_scheduler = self.accelerator.prepare(
-            self.net, self.optimizer, self.loader, self.lr_scheduler
-        )
-        self.global_step = 0
-        self.epoch = 0
-        self.batches_in_epoch = 0
-        self.history: list[dict[str, float]] = []
+        self.net = self.setup_optimization(self.net, self.optimizer)
 
     # ------------------------------------------------------------------------------------------ data
     def _load(self, manifest: str) -> _InMemory:
@@ -415,14 +385,6 @@ class ComponentTrainer(TrainLoopMixin):
 def export_inputs(config: ComponentConfig) -> list[str | None]:
     """Folders this run reads, which an export must never replace."""
     return [config.model.image_vae]
-
-
-def _has_tensorboard() -> bool:
-    try:
-        import tensorboard  # noqa: F401
-    except ImportError:
-        return False
-    return True
 
 
 def _sd_scheduler() -> dict[str, Any]:

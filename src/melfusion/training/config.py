@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from melfusion.errors import MelfusionInputError
-from melfusion.training.settings import load_typed_config
+from melfusion.training.settings import OptimSchedule, TrainSchedule, load_typed_config
 
 
 @dataclass
@@ -52,26 +52,17 @@ class DataConfig:
 
 
 @dataclass
-class OptimConfig:
+class OptimConfig(OptimSchedule):
     lr_unet: float = 3e-5
     lr_alpha: float = 1e-5  # paper Table 3
-    weight_decay: float = 1e-2
     adam_beta1: float = 0.9
     adam_beta2: float = 0.999
     adam_epsilon: float = 1e-8
-    lr_scheduler: str = "constant_with_warmup"  # any diffusers.optimization.get_scheduler name
-    warmup_steps: int = 0
-    max_grad_norm: float = 1.0
 
 
 @dataclass
-class TrainConfig:
+class TrainConfig(TrainSchedule):
     output_dir: str = "runs/melfusion"
-    seed: int = 0
-    max_steps: int = 1000
-    batch_size: int = 4
-    gradient_accumulation_steps: int = 1
-    mixed_precision: str = "no"  # no | fp16 | bf16
     gradient_checkpointing: bool = False
     train_unet: bool = True
     train_alpha: bool = True
@@ -80,15 +71,10 @@ class TrainConfig:
     min_snr_gamma: float | None = None  # 5.0 in both seeds' code
     ema_decay: float | None = 0.999
     inversion_steps: int = 50  # resolution of each image's DDIM inversion trajectory
-    checkpoint_every: int = 500
-    keep_checkpoints: int = 3
-    validate_every: int = 500
     num_validation_samples: int = 2
     validation_inference_steps: int = 25
-    log_every: int = 10
     use_cache: bool = True
     cache_dir: str | None = None  # default: <output_dir>/cache
-    report_to: str = "tensorboard"  # tensorboard | none (tensorboard only when installed)
 
 
 @dataclass

@@ -323,13 +323,62 @@ def write_export(
 
 
 # -------------------------------------------------------------------------------------------- loop
-class TrainLoopMixin:
-    """Needs: accelerator, config (.train: max_steps, log_every, checkpoint_every, validate_every,
-    keep_checkpoints; .optim.max_grad_norm; .to_dict()), output_dir, loader, sampler, train_set, val_set,
-    optimizer, lr_scheduler, compute_loss(batch), validate(), _trainable_parameters(), _loop_model(),
-    tracker_name; and the counters global_step, epoch, batches_in_epoch, num_skipped, history."""
+class Trainer:
+    """The trainer base (in the spirit of audiocraft's StandardSolver): it owns the accelerator, the
+    optimiser's schedule and `accelerator.prepare`, the loop with gradient accumulation and clipping,
+    logging, validation calls, checkpoints (safetensors + JSON) and exact resume. A subclass builds its model
+    and data in ``__init__`` with :meth:`setup_accelerator` and :meth:`setup_optimization`, and supplies
+    ``compute_loss(batch)``, ``validate()``, ``_trainable_parameters()`` and ``_loop_model()`` (plus the hooks
+    below). Its config has ``train`` (a :class:`~melfusion.training.settings.TrainSchedule`), ``optim``
+    (``lr_scheduler``, ``warmup_steps``, ``max_grad_norm``) and ``to_dict()``; it sets ``loader``,
+    ``sampler``, ``train_set`` and ``val_set``."""
 
     tracker_name = "train"
+
+    def setup_accelerator(self, accelerator: Any = None) -> Any:
+        """``output_dir``, the accelerator (tensorboard logging when asked for and installed) and the seed."""
+        from accelerate import Accelerator
+        from accelerate.utils import ProjectConfiguration, set_seed
+
+        t = self.config.train
+        self.output_dir = Path(t.output_dir)
+        log_with = None
+        if t.report_to == "tensorboard":
+            try:
+                import tensorboard  # noqa: F401
+
+                log_with = "tensorboard"
+            except ImportError:
+                logger.info("tensorboard is not installed; logging to the console only")
+        self.accelerator = accelerator or Accelerator(
+            gradient_accumulation_steps=t.gradient_accumulation_steps,
+            mixed_precision=t.mixed_precision,
+            log_with=log_with,
+            project_config=ProjectConfiguration(project_dir=str(self.output_dir)),
+        )
+        set_seed(t.seed)
+        return self.accelerator
+
+    def setup_optimization(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> torch.nn.Module:
+        """The learning-rate schedule of ``config.optim``, then ``accelerator.prepare`` of the model, optimiser,
+        loader and schedule; the counters start at 0. Returns the prepared model."""
+        from diffusers.optimization import get_scheduler
+
+        o, t, acc = self.config.optim, self.config.train, self.accelerator
+        lr_scheduler = get_scheduler(
+            o.lr_scheduler,
+            optimizer,
+            num_warmup_steps=o.warmup_steps * acc.num_processes,
+            num_training_steps=t.max_steps * acc.num_processes,
+        )
+        model, self.optimizer, self.loader, self.lr_scheduler = acc.prepare(
+            model, optimizer, self.loader, lr_scheduler
+        )
+        self.global_step = 0
+        self.epoch = 0
+        self.batches_in_epoch = 0
+        self.history: list[dict[str, float]] = []
+        return model
 
     def _after_optimizer_step(self) -> None:
         """Hook after every optimiser call (also the accumulation micro-steps)."""

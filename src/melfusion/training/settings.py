@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -13,6 +14,35 @@ import yaml
 from melfusion.errors import MelfusionInputError
 
 C = TypeVar("C")
+
+
+@dataclass
+class TrainSchedule:
+    """The ``train`` settings every trainer has (the loop, checkpoints, logging); each trainer's ``train``
+    section extends it and may change its defaults."""
+
+    output_dir: str = "runs/train"
+    seed: int = 0
+    max_steps: int = 1000
+    batch_size: int = 4
+    gradient_accumulation_steps: int = 1
+    mixed_precision: str = "no"  # no | fp16 | bf16
+    checkpoint_every: int = 500
+    keep_checkpoints: int = 3
+    validate_every: int = 500
+    log_every: int = 10
+    report_to: str = "tensorboard"  # tensorboard | none (tensorboard only when installed)
+
+
+@dataclass
+class OptimSchedule:
+    """The ``optim`` settings every trainer has: AdamW's weight decay, the learning-rate schedule (any
+    ``diffusers.optimization.get_scheduler`` name) and gradient clipping."""
+
+    weight_decay: float = 1e-2
+    lr_scheduler: str = "constant_with_warmup"
+    warmup_steps: int = 0
+    max_grad_norm: float = 1.0
 
 
 def read_yaml_mapping(path: str | os.PathLike[str]) -> dict[str, Any]:

@@ -22,9 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 from accelerate import Accelerator
-from accelerate.utils import ProjectConfiguration, set_seed
 from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
-from diffusers.optimization import get_scheduler
 from diffusers.training_utils import EMAModel
 from tqdm.auto import tqdm
 
@@ -42,7 +40,7 @@ from melfusion.training.config import ExperimentConfig, ModelConfig
 from melfusion.training.loop import (
     BalancedEpochSampler,
     EpochSampler,
-    TrainLoopMixin,
+    Trainer,
     check_export_target,
     write_export,
 )
@@ -210,29 +208,14 @@ def reinit_synapse(pipe: MeLFusionPipeline, config: ModelConfig) -> MeLFusionPip
     return pipe
 
 
-class MeLFusionTrainer(TrainLoopMixin):
+class MeLFusionTrainer(Trainer):
     tracker_name = "melfusion"
 
     def __init__(self, config: ExperimentConfig, accelerator: Accelerator | None = None):
         config.validate()
         self.config = config
         t = config.train
-        self.output_dir = Path(t.output_dir)
-        log_with = None
-        if t.report_to == "tensorboard":
-            try:
-                import tensorboard  # noqa: F401
-
-                log_with = "tensorboard"
-            except ImportError:
-                logger.info("tensorboard is not installed; logging to the console only")
-        self.accelerator = accelerator or Accelerator(
-            gradient_accumulation_steps=t.gradient_accumulation_steps,
-            mixed_precision=t.mixed_precision,
-            log_with=log_with,
-            project_config=ProjectConfiguration(project_dir=str(self.output_dir)),
-        )
-        set_seed(t.seed)
+        self.setup_accelerator(accelerator)
         device = self.accelerator.device
 
         # Components: frozen parts in eval mode, no grad; trainable θ and α
@@ -300,15 +283,7 @@ class MeLFusionTrainer(TrainLoopMixin):
         self.optimizer = torch.optim.AdamW(
             groups, betas=(o.adam_beta1, o.adam_beta2), eps=o.adam_epsilon, weight_decay=o.weight_decay
         )
-        self.lr_scheduler = get_scheduler(
-            o.lr_scheduler,
-            self.optimizer,
-            num_warmup_steps=o.warmup_steps * self.accelerator.num_processes,
-            num_training_steps=t.max_steps * self.accelerator.num_processes,
-        )
-        self.model, self.optimizer, self.loader, self.lr_scheduler = self.accelerator.prepare(
-            self.model, self.optimizer, self.loader, self.lr_scheduler
-        )
+        self.model = self.setup_optimization(self.model, self.optimizer)
         self.ema: EMAModel | None = None
         if t.ema_decay is not None:
             self.ema = EMAModel(self._trainable_parameters(), decay=t.ema_decay)
@@ -319,11 +294,7 @@ class MeLFusionTrainer(TrainLoopMixin):
         self._fp_image = model_fingerprint(pipe.image_unet) + model_fingerprint(pipe.image_vae)
         self._fp_audio = model_fingerprint(pipe.vae)
         self._fp_text = model_fingerprint(pipe.text_encoder)
-        self.global_step = 0
-        self.epoch = 0
-        self.batches_in_epoch = 0
         self.num_skipped = 0
-        self.history: list[dict[str, float]] = []
 
     # --------------------------------------------------------------------------------------------- data
     def _train_sampler(self) -> EpochSampler:
@@ -542,7 +513,7 @@ class MeLFusionTrainer(TrainLoopMixin):
             weights = min_snr_weights(self.noise_scheduler, timesteps, t_cfg.min_snr_gamma)
         return diffusion_loss(pred, target, weights)
 
-    # Training loop, checkpoints and resume: TrainLoopMixin (training/loop.py). Hooks used here:
+    # Training loop, checkpoints and resume: Trainer (training/loop.py). Hooks used here:
     def _loop_model(self) -> torch.nn.Module:
         return self.model
 
