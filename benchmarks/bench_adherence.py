@@ -40,9 +40,9 @@ from tqdm.auto import tqdm
 
 from melfusion.audio.io import load_audio
 from melfusion.commands.generate import image_guidance_arg
-from melfusion.data.synth.attributes import FAMILIES, MODES, TEMPO_CLASSES
-from melfusion.evaluation.family import LogisticFamilyClassifier, train_family_classifier
-from melfusion.evaluation.probes import estimate_family, estimate_mode, estimate_tempo, tempo_class
+from melfusion.recipes.embedded.family import LogisticFamilyClassifier, train_family_classifier
+from melfusion.recipes.embedded.probes import estimate_family, estimate_mode, estimate_tempo, tempo_class
+from melfusion.recipes.embedded.synth.attributes import FAMILIES, MODES, TEMPO_CLASSES
 from melfusion.utils.files import atomic_write_json
 
 ROOT = Path(__file__).resolve().parents[1]

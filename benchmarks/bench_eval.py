@@ -40,7 +40,7 @@ from melfusion.evaluation.embedders import (
     VGGishEmbedder,
 )
 from melfusion.evaluation.metrics import embedding_statistics, frechet_distance
-from melfusion.evaluation.peer import peer_frechet_functions
+from melfusion.recipes.peer_check import peer_frechet_functions
 
 
 def make_dataset(root: Path, n: int, seconds: float) -> dict[str, Path]:

@@ -37,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_adherence import read_rows, select_items  # noqa: E402
 
 from melfusion.audio.mel import MelConfig, mel_spectrogram  # noqa: E402
-from melfusion.evaluation.probes import estimate_mode, estimate_tempo, tempo_class  # noqa: E402
+from melfusion.recipes.embedded.probes import estimate_mode, estimate_tempo, tempo_class  # noqa: E402
 from melfusion.utils.files import atomic_write_json  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -1,7 +1,7 @@
 """How much mode and tempo information survives the mel front end + Griffin-Lim, per number of mel bands.
 
 The embedded model's audio stack (AudioLDM-S mel: 64 bands up to 8 kHz, then Griffin-Lim) bounds what any
-generated clip can show. This applies the adherence probes (`melfusion.evaluation.probes`) to held-out real
+generated clip can show. This applies the adherence probes (`melfusion.recipes.embedded.probes`) to held-out real
 clips of the synthetic corpus and to the same clips after mel → Griffin-Lim, for each --n-mels, and prints
 the accuracies side by side (one run). Each --vae DIR (a trained audio VAE folder) adds a row for mel → VAE
 (posterior mode) → decode → Griffin-Lim, at the VAE's own band count (its ``sample_size``).
@@ -22,8 +22,8 @@ from diffusers import AutoencoderKL
 
 from melfusion.audio.io import load_audio
 from melfusion.audio.mel import MelConfig, mel_spectrogram, pad_frames_to_multiple
-from melfusion.evaluation.probes import estimate_mode, estimate_tempo, tempo_class
 from melfusion.models.vocoder import GriffinLimVocoder
+from melfusion.recipes.embedded.probes import estimate_mode, estimate_tempo, tempo_class
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_adherence import ROOT, read_rows, select_items  # noqa: E402

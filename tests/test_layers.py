@@ -23,6 +23,7 @@ LAYERS: list[set[str]] = [
     {"pipelines", "convert"},
     {"loading"},
     {"training", "evaluation", "pairing"},
+    {"recipes"},
     {"commands", "cli", "__main__"},
 ]
 LEVEL = {pkg: i for i, layer in enumerate(LAYERS) for pkg in layer}

@@ -91,7 +91,7 @@ def test_silent_and_short_clips_in_use_are_reported_once_with_counts(tmp_path, c
 
 
 def test_component_trainer_refuses_an_all_silent_audio_corpus(tmp_path):
-    from melfusion.training.components import ComponentTrainer, load_component_config
+    from melfusion.recipes.embedded.components import ComponentTrainer, load_component_config
 
     manifest = write_triplets(tmp_path / "data", n=3, seconds=1.5)
     for clip in (tmp_path / "data").glob("*.wav"):

@@ -35,7 +35,7 @@ def _melfusion(manifest, out, *extra) -> MeLFusionTrainer:
 
 
 def _component(manifest, out):
-    from melfusion.training.components import ComponentTrainer, load_component_config
+    from melfusion.recipes.embedded.components import ComponentTrainer, load_component_config
 
     return ComponentTrainer(
         load_component_config(

@@ -190,7 +190,7 @@ def run_convert(args: argparse.Namespace) -> int:
 
 
 def run_synth(args: argparse.Namespace) -> int:
-    from melfusion.data.synth.generate import SynthConfig, generate_corpus, resolve_renderer
+    from melfusion.recipes.embedded.synth.generate import SynthConfig, generate_corpus, resolve_renderer
 
     renderer, soundfont = resolve_renderer(args.renderer, args.soundfont)
     config = SynthConfig(

@@ -31,8 +31,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from melfusion.recipes.embedded.components import is_component_config, run_component
     from melfusion.training.art2mus import is_art2mus_config
-    from melfusion.training.components import is_component_config, run_component
 
     if is_component_config(args.config):  # `trainer: component` → audio VAE / image VAE / image LDM
         return run_component(args)

@@ -124,10 +124,10 @@ def build_tiny_components(
     """Every MeLFusionPipeline component at toy size, deterministically initialised from ``seed``.
 
     ``audio_vae`` / ``image_vae`` / ``image_unet`` name trained diffusers model folders (the stage-1
-    outputs of ``training/components.py``) that replace the random ones; the music UNet's latent shape
+    outputs of ``recipes/embedded/components.py``) that replace the random ones; the music UNet's latent shape
     follows the audio VAE and its decoder widths must equal the image UNet's (the synapse maps them). With
     ``mel=None`` the mel front end is AudioLDM-S's, with as many bands as a trained ``audio_vae`` was built
-    for (its ``sample_size``, as ``training/components.py`` writes it)."""
+    for (its ``sample_size``, as ``recipes/embedded/components.py`` writes it)."""
     tokenizer, text_encoder = load_minilm(pretrained_text_encoder, seed=seed)
     text_dim = text_encoder.config.hidden_size
     with torch.random.fork_rng():

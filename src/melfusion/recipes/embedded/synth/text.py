@@ -12,8 +12,8 @@ import re
 
 import numpy as np
 
-from melfusion.data.synth.attributes import INSTRUMENTS, TEMPO_CLASSES, Attributes
-from melfusion.data.synth.score import GENRE_STYLES, genre_style
+from melfusion.recipes.embedded.synth.attributes import INSTRUMENTS, TEMPO_CLASSES, Attributes
+from melfusion.recipes.embedded.synth.score import GENRE_STYLES, genre_style
 
 # Words a description must never contain (checked by the tests on whole words, case-insensitively):
 # mode, tempo, and mood words that imply either.

@@ -12,7 +12,7 @@ from melfusion_testing import make_image, write_triplets
 
 from melfusion.errors import MelfusionInputError
 from melfusion.pipelines.melfusion import MeLFusionPipeline
-from melfusion.training.components import ComponentTrainer, load_component_config
+from melfusion.recipes.embedded.components import ComponentTrainer, load_component_config
 
 
 def _config(manifest, out, component="audio_vae", *extra):
@@ -147,7 +147,7 @@ def test_embedded_128_band_audio_vae_config_parses():
     from pathlib import Path
 
     config = load_component_config(
-        Path(__file__).resolve().parents[2] / "configs" / "embedded" / "audio-vae-128.yaml"
+        Path(__file__).resolve().parents[3] / "configs" / "embedded" / "audio-vae-128.yaml"
     )
     config.validate()
     assert (config.model.component, config.model.n_mels) == ("audio_vae", 128)

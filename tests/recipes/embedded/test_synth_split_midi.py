@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from melfusion.data.manifest import read_manifest
-from melfusion.data.synth import (
+from melfusion.recipes.embedded.synth import (
     GENRES,
     INSTRUMENT_NAMES,
     MODES,
@@ -28,7 +28,7 @@ from melfusion.data.synth import (
     sample_attributes,
     split_of,
 )
-from melfusion.data.synth.midi import _vlq, have_mido
+from melfusion.recipes.embedded.synth.midi import _vlq, have_mido
 
 # ------------------------------------------------------------------------------------------- split
 
@@ -188,7 +188,7 @@ def test_midi_matches_mido():
 
     score = compose(Attributes("rock", "organ", 130, "C", "minor", "low"), 3.0, np.random.default_rng(0))
     ours = midi_bytes(score)
-    from melfusion.data.synth.midi import _mido_bytes
+    from melfusion.recipes.embedded.synth.midi import _mido_bytes
 
     assert _mido_bytes([(score, 0.0)]) == ours
     assert len(mido.MidiFile(file=io.BytesIO(ours)).tracks) == 1 + len(score.tracks)

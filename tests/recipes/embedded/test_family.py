@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from melfusion.evaluation.family import FEATURE_DIM, LogisticFamilyClassifier, train_family_classifier
-from melfusion.evaluation.probes import FamilyClassifier, estimate_family, timbre_features
+from melfusion.recipes.embedded.family import FEATURE_DIM, LogisticFamilyClassifier, train_family_classifier
+from melfusion.recipes.embedded.probes import FamilyClassifier, estimate_family, timbre_features
 
 SR = 16000
 

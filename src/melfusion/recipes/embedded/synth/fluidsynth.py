@@ -18,10 +18,10 @@ from pathlib import Path
 
 import numpy as np
 
-from melfusion.data.synth.midi import write_midi
-from melfusion.data.synth.numpy_render import finalize_mix
-from melfusion.data.synth.score import Score
 from melfusion.errors import MelfusionInputError
+from melfusion.recipes.embedded.synth.midi import write_midi
+from melfusion.recipes.embedded.synth.numpy_render import finalize_mix
+from melfusion.recipes.embedded.synth.score import Score
 
 SOUNDFONT_ENV = "MELFUSION_SOUNDFONT"
 FLUIDSYNTH_ENV = "MELFUSION_FLUIDSYNTH"

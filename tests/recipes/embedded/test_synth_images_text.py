@@ -9,7 +9,7 @@ import re
 import numpy as np
 import pytest
 
-from melfusion.data.synth import (
+from melfusion.recipes.embedded.synth import (
     GENRES,
     INSTRUMENT_NAMES,
     INSTRUMENTS,
@@ -20,7 +20,7 @@ from melfusion.data.synth import (
     render_image,
     sample_attributes,
 )
-from melfusion.data.synth.text import TEMPLATES, has_drums
+from melfusion.recipes.embedded.synth.text import TEMPLATES, has_drums
 
 N_IMAGES = 24  # per mood cell
 

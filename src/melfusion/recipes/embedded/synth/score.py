@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from melfusion.data.synth.attributes import INSTRUMENTS, Attributes
+from melfusion.recipes.embedded.synth.attributes import INSTRUMENTS, Attributes
 
 STEPS_PER_BEAT = 4  # patterns are written on a 16th-note grid, 16 steps per 4/4 bar
 BEATS_PER_BAR = 4

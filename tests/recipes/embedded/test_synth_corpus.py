@@ -12,9 +12,9 @@ from PIL import Image
 
 from melfusion.cli import main
 from melfusion.data.manifest import read_manifest
-from melfusion.data.synth import SynthConfig, generate_corpus
-from melfusion.data.synth.generate import CONFIG_FILE
 from melfusion.errors import MelfusionInputError
+from melfusion.recipes.embedded.synth import SynthConfig, generate_corpus
+from melfusion.recipes.embedded.synth.generate import CONFIG_FILE
 
 SMALL = SynthConfig(seed=7, seconds=1.0, image_size=32)
 

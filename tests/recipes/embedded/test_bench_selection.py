@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from melfusion.data.synth.attributes import held_out_combinations
+from melfusion.recipes.embedded.synth.attributes import held_out_combinations
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "benchmarks"))
 bench = importlib.import_module("bench_adherence")
 
 

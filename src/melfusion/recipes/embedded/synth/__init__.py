@@ -10,7 +10,7 @@ Modules: `attributes` (label space, sampling, split), `score` (composition), `nu
 `fluidsynth` (renderers), `text`, `images`, `generate` (the corpus).
 """
 
-from melfusion.data.synth.attributes import (
+from melfusion.recipes.embedded.synth.attributes import (
     ENERGIES,
     FAMILIES,
     GENRES,
@@ -26,8 +26,12 @@ from melfusion.data.synth.attributes import (
     split_of,
     tempo_class,
 )
-from melfusion.data.synth.fluidsynth import fluidsynth_available, render_fluidsynth, render_fluidsynth_batch
-from melfusion.data.synth.generate import (
+from melfusion.recipes.embedded.synth.fluidsynth import (
+    fluidsynth_available,
+    render_fluidsynth,
+    render_fluidsynth_batch,
+)
+from melfusion.recipes.embedded.synth.generate import (
     SynthConfig,
     SynthItem,
     SynthResult,
@@ -40,11 +44,11 @@ from melfusion.data.synth.generate import (
     resolve_renderer,
     write_manifests,
 )
-from melfusion.data.synth.images import color_stats, mood_color, render_image
-from melfusion.data.synth.midi import midi_bytes, write_midi
-from melfusion.data.synth.numpy_render import render_numpy
-from melfusion.data.synth.score import Note, Score, Track, compose
-from melfusion.data.synth.text import FORBIDDEN_WORDS, describe, forbidden_words_in
+from melfusion.recipes.embedded.synth.images import color_stats, mood_color, render_image
+from melfusion.recipes.embedded.synth.midi import midi_bytes, write_midi
+from melfusion.recipes.embedded.synth.numpy_render import render_numpy
+from melfusion.recipes.embedded.synth.score import Note, Score, Track, compose
+from melfusion.recipes.embedded.synth.text import FORBIDDEN_WORDS, describe, forbidden_words_in
 
 __all__ = [
     "ENERGIES",

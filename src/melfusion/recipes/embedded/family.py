@@ -2,7 +2,7 @@
 
 `LogisticFamilyClassifier` is multinomial logistic regression on standardised `timbre_features`
 (88 numbers per clip), fit with L2 regularisation by full-batch L-BFGS (deterministic). It satisfies
-`melfusion.evaluation.probes.FamilyClassifier`, so `estimate_family(audio, sr, clf)` works with it.
+`melfusion.recipes.embedded.probes.FamilyClassifier`, so `estimate_family(audio, sr, clf)` works with it.
 `train_family_classifier(manifest)` fits one on a synthetic corpus manifest's `family` labels.
 
 Saved as safetensors: tensors `weight` (K, D), `bias` (K,), `mean` (D,), `std` (D,); metadata `families`
@@ -23,7 +23,7 @@ import soxr
 from safetensors import safe_open
 from safetensors.numpy import save_file
 
-from melfusion.evaluation.probes import timbre_features
+from melfusion.recipes.embedded.probes import timbre_features
 from melfusion.utils.files import atomic_path
 
 __all__ = ["FEATURE_DIM", "LogisticFamilyClassifier", "train_family_classifier"]

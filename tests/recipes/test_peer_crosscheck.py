@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from melfusion.evaluation.metrics import embedding_statistics, frechet_distance
-from melfusion.evaluation.peer import peer_frechet_functions
+from melfusion.recipes.peer_check import peer_frechet_functions
 
 PEERS = peer_frechet_functions()
 

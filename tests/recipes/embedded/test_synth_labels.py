@@ -6,8 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from melfusion.data.synth import SynthConfig, make_item, render_items_audio
-from melfusion.evaluation.probes import (
+from melfusion.recipes.embedded.probes import (
     FamilyClassifier,
     chroma_profile,
     estimate_family,
@@ -16,6 +15,7 @@ from melfusion.evaluation.probes import (
     tempo_class,
     timbre_features,
 )
+from melfusion.recipes.embedded.synth import SynthConfig, make_item, render_items_audio
 
 SR = 16000
 PER_CELL = 6  # clips per (mode, tempo class) cell: 24 in all

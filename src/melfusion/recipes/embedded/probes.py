@@ -24,7 +24,7 @@ import librosa
 import numpy as np
 import scipy.optimize
 
-from melfusion.data.synth.attributes import PITCH_CLASSES, TEMPO_CLASS_BOUNDARY_BPM, TEMPO_CLASSES
+from melfusion.recipes.embedded.synth.attributes import PITCH_CLASSES, TEMPO_CLASS_BOUNDARY_BPM, TEMPO_CLASSES
 
 __all__ = [
     "KK_MAJOR",
@@ -276,7 +276,7 @@ class FamilyClassifier(Protocol):
     """An instrument-family classifier (e.g. trained on the synthetic corpus' `family` labels).
 
     `families`: the class names, in the order of `predict_proba`'s output (the corpus' families are
-    `melfusion.data.synth.attributes.FAMILIES`). `predict_proba(audio, sample_rate)`: (len(families),)
+    `melfusion.recipes.embedded.synth.attributes.FAMILIES`). `predict_proba(audio, sample_rate)`: (len(families),)
     probabilities for one (T,) clip."""
 
     families: tuple[str, ...]

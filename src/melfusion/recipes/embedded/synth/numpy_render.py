@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.signal import fftconvolve, lfilter
 
-from melfusion.data.synth.score import DRUM_KEYS, Score
+from melfusion.recipes.embedded.synth.score import DRUM_KEYS, Score
 
 
 @dataclass(frozen=True)

@@ -33,7 +33,8 @@ import numpy as np
 from PIL import Image
 
 from melfusion.data.manifest import TripletRecord, write_manifest
-from melfusion.data.synth.attributes import (
+from melfusion.errors import MelfusionInputError
+from melfusion.recipes.embedded.synth.attributes import (
     PITCH_CLASSES,
     SPLITS,
     Attributes,
@@ -41,11 +42,10 @@ from melfusion.data.synth.attributes import (
     sample_attributes,
     split_of,
 )
-from melfusion.data.synth.images import render_image
-from melfusion.data.synth.numpy_render import render_numpy
-from melfusion.data.synth.score import Score, compose
-from melfusion.data.synth.text import describe
-from melfusion.errors import MelfusionInputError
+from melfusion.recipes.embedded.synth.images import render_image
+from melfusion.recipes.embedded.synth.numpy_render import render_numpy
+from melfusion.recipes.embedded.synth.score import Score, compose
+from melfusion.recipes.embedded.synth.text import describe
 from melfusion.utils.files import atomic_path, atomic_write_json
 
 GENERATOR_VERSION = 1
@@ -61,7 +61,7 @@ _STREAMS = ("attributes", "score", "text", "image", "audio")
 class SynthConfig:
     """Options of a corpus. `renderer`: 'numpy' or 'fluidsynth' (see `resolve_renderer` for 'auto');
     `soundfont`: the .sf2 FluidSynth uses (None: found automatically). Split options: see
-    `melfusion.data.synth.attributes.held_out_combinations`."""
+    `melfusion.recipes.embedded.synth.attributes.held_out_combinations`."""
 
     seed: int = 0
     seconds: float = 5.12
@@ -117,7 +117,7 @@ class SynthConfig:
 def resolve_renderer(renderer: str, soundfont: str | None = None) -> tuple[str, str | None]:
     """('numpy' | 'fluidsynth', soundfont path or None). 'auto' picks fluidsynth when the program and a
     GM soundfont are installed; asking for 'fluidsynth' without them is an error naming the fix."""
-    from melfusion.data.synth.fluidsynth import INSTALL_HINT, find_fluidsynth, find_soundfont
+    from melfusion.recipes.embedded.synth.fluidsynth import INSTALL_HINT, find_fluidsynth, find_soundfont
 
     if renderer not in ("auto", *RENDERERS):
         raise MelfusionInputError(f"--renderer must be auto, numpy or fluidsynth, got {renderer!r}")
@@ -178,7 +178,7 @@ def render_items_audio(config: SynthConfig, items: list[SynthItem]) -> list[np.n
     """float32 clips of `items` (for fluidsynth: one run, in the given order)."""
     scores = [item_score(config, item) for item in items]
     if config.renderer == "fluidsynth":
-        from melfusion.data.synth.fluidsynth import render_fluidsynth_batch
+        from melfusion.recipes.embedded.synth.fluidsynth import render_fluidsynth_batch
 
         return render_fluidsynth_batch(scores, config.sample_rate, soundfont=config.soundfont)
     return [

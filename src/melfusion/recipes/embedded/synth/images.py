@@ -24,7 +24,7 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
-from melfusion.data.synth.attributes import TEMPO_CLASS_BOUNDARY_BPM, Attributes
+from melfusion.recipes.embedded.synth.attributes import TEMPO_CLASS_BOUNDARY_BPM, Attributes
 
 SCENES = ("landscape", "seascape", "abstract")
 SUPERSAMPLE = 4  # drawn at 4x and box-filtered down: smooth edges, deterministic

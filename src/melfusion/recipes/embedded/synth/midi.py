@@ -13,7 +13,7 @@ import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from melfusion.data.synth.score import Score
+from melfusion.recipes.embedded.synth.score import Score
 from melfusion.utils.files import atomic_path
 
 TICKS_PER_BEAT = 480
