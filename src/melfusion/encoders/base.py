@@ -58,6 +58,44 @@ def find_weight_file(
     )
 
 
+def locate_weight_file(
+    what: str,
+    filenames: Sequence[str],
+    url: str,
+    weights_dir: str | os.PathLike[str] | None,
+    cache_dirs: Sequence[str | Path],
+    *,
+    download_dir: str | Path,
+    allow_download: bool = False,
+) -> Path:
+    """The checkpoint file: found in the weights dirs and `cache_dirs`, else (when allowed) downloaded into
+    `download_dir`, else a one-line MissingWeightsError."""
+    try:
+        return find_weight_file(what, filenames, weights_dir, extra_dirs=cache_dirs, url=url)
+    except MissingWeightsError:
+        if not allow_download:
+            raise
+    return download_weight_file(what, url, download_dir, filenames[0])
+
+
+class Embedder:
+    """What every pretrained embedder holds: its model in eval mode on the resolved device, a batch size and
+    the identity its embeddings are cached under (the embedder, its checkpoint, the model's fingerprint)."""
+
+    name = "embedder"
+    consumes_paths = False  # True: embeds files itself (its package's loaders), not waveforms
+
+    def __init__(
+        self, model: Any, *, cache_id: str, device: str | torch.device | None = None, batch_size: int = 8
+    ) -> None:
+        from melfusion.utils.devices import resolve_device
+
+        self.device = torch.device(resolve_device(device))
+        self.model = model.eval().to(self.device)
+        self.batch_size = batch_size
+        self.cache_id = cache_id
+
+
 def download_weight_file(what: str, url: str, directory: str | Path, filename: str) -> Path:
     """Download a checkpoint into `directory` (e.g. torch hub's checkpoints folder) or fail in one line."""
     target = Path(directory) / filename
@@ -95,6 +133,24 @@ def missing_hf_weights(
         f"run `huggingface-cli download {repo_id}` where there is internet, or copy the model folder "
         f"(config.json, model.safetensors, tokenizer and preprocessor files) to {where}"
     )
+
+
+def load_hf_model(
+    what: str,
+    model_id: str,
+    weights_dir: str | os.PathLike[str] | None,
+    loaders: Sequence[Any],
+    *,
+    allow_download: bool,
+) -> list[Any]:
+    """The parts (model, processor, tokenizer, ...) of a hub model from a local folder under the weights dirs or
+    the hub cache (downloaded only when allowed); a one-line MissingWeightsError when they are not here."""
+    try:
+        return load_hf_parts(
+            hf_weights_location(model_id, weights_dir), loaders, allow_download=allow_download
+        )
+    except OSError:
+        raise missing_hf_weights(what, model_id, weights_dir) from None
 
 
 def load_hf_parts(location: str, loaders: Sequence[Any], *, allow_download: bool) -> list[Any]:

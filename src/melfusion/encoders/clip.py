@@ -15,15 +15,13 @@ import numpy as np
 import torch
 
 from melfusion.encoders.base import (
+    Embedder,
     HashTokenizer,
     batched,
     features_tensor,
-    hf_weights_location,
-    load_hf_parts,
-    missing_hf_weights,
+    load_hf_model,
     module_fingerprint,
 )
-from melfusion.utils.devices import resolve_device
 
 CLIP_DEFAULT = "openai/clip-vit-base-patch32"
 
@@ -47,7 +45,7 @@ def load_rgb(path: str | os.PathLike[str]) -> Any:
         return im.convert("RGB")
 
 
-class ClipEmbedder:
+class ClipEmbedder(Embedder):
     """embed_images(PIL images or paths) → (N, D); embed_texts(texts) → (N, D); L2-normalised."""
 
     name = "clip"
@@ -63,13 +61,11 @@ class ClipEmbedder:
         device: str | torch.device | None = None,
         batch_size: int = 16,
     ) -> None:
-        self.device = torch.device(resolve_device(device))
-        self.model = model.eval().to(self.device)
+        cache_id = f"clip-{model_id.replace('/', '--')}-{fingerprint}"
+        super().__init__(model, cache_id=cache_id, device=device, batch_size=batch_size)
         self.image_processor = image_processor
         self.tokenizer = tokenizer
-        self.batch_size = batch_size
         self.model_id = model_id
-        self.cache_id = f"clip-{model_id.replace('/', '--')}-{fingerprint}"
 
     @property
     def logit_scale(self) -> float:
@@ -88,13 +84,10 @@ class ClipEmbedder:
     ) -> ClipEmbedder:
         from transformers import AutoTokenizer, CLIPModel
 
-        location = hf_weights_location(model_id, weights_dir)
-        try:
-            model, proc, tok = load_hf_parts(
-                location, [CLIPModel, _image_processor_class(), AutoTokenizer], allow_download=allow_download
-            )
-        except OSError:
-            raise missing_hf_weights("CLIP", model_id, weights_dir) from None
+        loaders = [CLIPModel, _image_processor_class(), AutoTokenizer]
+        model, proc, tok = load_hf_model(
+            "CLIP", model_id, weights_dir, loaders, allow_download=allow_download
+        )
         return cls(
             model, proc, tok, model_id=model_id, fingerprint="hf", device=device, batch_size=batch_size
         )

@@ -16,15 +16,13 @@ import numpy as np
 import torch
 
 from melfusion.encoders.base import (
-    MissingWeightsError,
+    Embedder,
     batched,
-    download_weight_file,
     file_fingerprint,
-    find_weight_file,
     load_torch_checkpoint,
+    locate_weight_file,
 )
 from melfusion.errors import MelfusionInputError
-from melfusion.utils.devices import resolve_device
 
 IMAGEBIND_URL = "https://dl.fbaipublicfiles.com/imagebind/imagebind_huge.pth"
 IMAGEBIND_FILES = ("imagebind_huge.pth",)
@@ -44,7 +42,7 @@ def imagebind_available() -> bool:
     return True
 
 
-class ImageBindEmbedder:
+class ImageBindEmbedder(Embedder):
     """embed_audio_files(paths) → (N, 1024); embed_image_files(paths) → (N, 1024)."""
 
     name = "imagebind"
@@ -53,10 +51,9 @@ class ImageBindEmbedder:
     def __init__(
         self, model: Any, *, fingerprint: str, device: str | torch.device | None = None, batch_size: int = 8
     ) -> None:
-        self.device = torch.device(resolve_device(device))
-        self.model = model.eval().to(self.device)
-        self.batch_size = batch_size
-        self.cache_id = f"imagebind-huge-{fingerprint}"
+        super().__init__(
+            model, cache_id=f"imagebind-huge-{fingerprint}", device=device, batch_size=batch_size
+        )
 
     @classmethod
     def from_pretrained(
@@ -74,15 +71,11 @@ class ImageBindEmbedder:
             )
         from imagebind.models import imagebind_model
 
-        extra = imagebind_cache_dirs()
-        try:
-            path = find_weight_file(
-                "ImageBind (huge)", IMAGEBIND_FILES, weights_dir, extra_dirs=extra, url=IMAGEBIND_URL
-            )
-        except MissingWeightsError:
-            if not allow_download:
-                raise
-            path = download_weight_file("ImageBind (huge)", IMAGEBIND_URL, extra[1], IMAGEBIND_FILES[0])
+        cache = imagebind_cache_dirs()
+        path = locate_weight_file(
+            "ImageBind (huge)", IMAGEBIND_FILES, IMAGEBIND_URL, weights_dir, cache, download_dir=cache[1],
+            allow_download=allow_download,
+        )  # fmt: skip
         model = imagebind_model.imagebind_huge(pretrained=False)
         model.load_state_dict(load_torch_checkpoint(path), strict=True)
         return cls(model, fingerprint=file_fingerprint(path), device=device, batch_size=batch_size)

@@ -31,7 +31,6 @@ from accelerate import Accelerator
 from melfusion.audio.mel import MelConfig, mel_spectrogram
 from melfusion.data.cache import FeatureCache, fingerprint, model_fingerprint
 from melfusion.data.dataset import TripletDataset, collate_triplets
-from melfusion.data.manifest import read_manifest_with_problems
 from melfusion.errors import MelfusionInputError
 from melfusion.guidance.preprocess import tensor_sha256
 from melfusion.pipelines.art2mus.constants import NEGATIVE_PROMPT, SUPPORT_PROMPT
@@ -319,13 +318,7 @@ class Art2MusTrainer(Trainer):
 
     # --------------------------------------------------------------------------------------- data
     def _dataset(self, manifest: str, random_crop: bool) -> TripletDataset:
-        records, problems = read_manifest_with_problems(manifest, self.config.data.format)
-        if problems:
-            logger.warning("skipped %d invalid manifest row(s), e.g. %s", len(problems), problems[0])
-        if self.config.data.check:
-            from melfusion.data.check import check_manifest
-
-            records = check_manifest(records, sample_rate=self.mel_config.sample_rate, progress=False).usable
+        records = self.read_records(manifest)
         return TripletDataset(
             records,
             sample_rate=self.mel_config.sample_rate,

@@ -359,6 +359,19 @@ class Trainer:
         set_seed(t.seed)
         return self.accelerator
 
+    def read_records(self, manifest: str) -> list[Any]:
+        """A manifest's triplets (``config.data.format``; invalid rows skipped with a warning), checked file by
+        file when ``config.data.check`` (unusable files reported and left out)."""
+        from melfusion.data.check import check_manifest
+        from melfusion.data.manifest import read_manifest_with_problems
+
+        records, problems = read_manifest_with_problems(manifest, self.config.data.format)
+        if problems:
+            logger.warning("skipped %d invalid manifest row(s), e.g. %s", len(problems), problems[0])
+        if self.config.data.check:
+            records = check_manifest(records, sample_rate=self.mel_config.sample_rate, progress=False).usable
+        return records
+
     def setup_optimization(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> torch.nn.Module:
         """The learning-rate schedule of ``config.optim``, then ``accelerator.prepare`` of the model, optimiser,
         loader and schedule; the counters start at 0. Returns the prepared model."""

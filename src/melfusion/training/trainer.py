@@ -30,7 +30,6 @@ from melfusion.audio.mel import MelConfig, mel_spectrogram
 from melfusion.data.balance import balanced_cells
 from melfusion.data.cache import FeatureCache, fingerprint, model_fingerprint
 from melfusion.data.dataset import TripletDataset, collate_triplets
-from melfusion.data.manifest import read_manifest_with_problems
 from melfusion.errors import MelfusionInputError
 from melfusion.guidance.conditioner import InversionTrajectory
 from melfusion.guidance.preprocess import tensor_sha256
@@ -318,13 +317,7 @@ class MeLFusionTrainer(Trainer):
         return BalancedEpochSampler(cells.cells, cells.sizes, seed=seed)
 
     def _dataset(self, manifest: str, random_crop: bool) -> TripletDataset:
-        records, problems = read_manifest_with_problems(manifest, self.config.data.format)
-        if problems:
-            logger.warning("skipped %d invalid manifest row(s), e.g. %s", len(problems), problems[0])
-        if self.config.data.check:
-            from melfusion.data.check import check_manifest
-
-            records = check_manifest(records, sample_rate=self.mel_config.sample_rate, progress=False).usable
+        records = self.read_records(manifest)
         return TripletDataset(
             records,
             sample_rate=self.mel_config.sample_rate,

@@ -19,23 +19,21 @@ import torch
 from tqdm.auto import tqdm
 
 from melfusion.encoders.base import (
+    Embedder,
     HashTokenizer,
     batched,
     features_tensor,
-    hf_weights_location,
-    load_hf_parts,
-    missing_hf_weights,
+    load_hf_model,
     module_fingerprint,
     seeded_numpy,
 )
-from melfusion.utils.devices import resolve_device
 
 CLAP_SAMPLE_RATE = 48000
 CLAP_DEFAULT = "laion/clap-htsat-unfused"
 CLAP_ALIASES = {"default": CLAP_DEFAULT, "unfused": CLAP_DEFAULT, "music": "laion/larger_clap_music"}
 
 
-class ClapEmbedder:
+class ClapEmbedder(Embedder):
     """embed_waveforms(48 kHz clips) → [{"embedding": (D,)}]; embed_texts(texts) → (N, D); L2-normalised."""
 
     name = "clap"
@@ -54,16 +52,14 @@ class ClapEmbedder:
         batch_size: int = 8,
         seed: int = 0,
     ) -> None:
-        self.device = torch.device(resolve_device(device))
-        self.model = model.eval().to(self.device)
+        cache_id = f"clap-{model_id.replace('/', '--')}-{fingerprint}"
+        super().__init__(model, cache_id=cache_id, device=device, batch_size=batch_size)
         self.feature_extractor = feature_extractor
         self.tokenizer = tokenizer
-        self.batch_size = batch_size
         self.seed = seed
         self.model_id = model_id
         fused = bool(getattr(model.config.audio_config, "enable_fusion", False))
         self.truncation = "fusion" if fused else "rand_trunc"
-        self.cache_id = f"clap-{model_id.replace('/', '--')}-{fingerprint}"
 
     @property
     def logit_scale(self) -> float:
@@ -83,13 +79,8 @@ class ClapEmbedder:
         from transformers import AutoTokenizer, ClapFeatureExtractor, ClapModel
 
         model_id = CLAP_ALIASES.get(model_id, model_id)
-        location = hf_weights_location(model_id, weights_dir)
-        try:
-            model, fe, tok = load_hf_parts(
-                location, [ClapModel, ClapFeatureExtractor, AutoTokenizer], allow_download=allow_download
-            )
-        except OSError:
-            raise missing_hf_weights("CLAP", model_id, weights_dir) from None
+        loaders = [ClapModel, ClapFeatureExtractor, AutoTokenizer]
+        model, fe, tok = load_hf_model("CLAP", model_id, weights_dir, loaders, allow_download=allow_download)
         return cls(model, fe, tok, model_id=model_id, fingerprint="hf", device=device, batch_size=batch_size)
 
     @classmethod

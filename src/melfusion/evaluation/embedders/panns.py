@@ -23,15 +23,13 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from melfusion.encoders.base import (
-    MissingWeightsError,
-    download_weight_file,
+    Embedder,
     file_fingerprint,
-    find_weight_file,
     init_tiny_,
     load_torch_checkpoint,
+    locate_weight_file,
     module_fingerprint,
 )
-from melfusion.utils.devices import resolve_device
 
 PANNS_SAMPLE_RATE = 16000
 PANNS_URL = "https://zenodo.org/record/3987831/files/Cnn14_16k_mAP%3D0.438.pth"
@@ -210,7 +208,7 @@ def _calibrate_batchnorm(model: Cnn14, seed: int) -> None:
     model.eval()
 
 
-class PANNsEmbedder:
+class PANNsEmbedder(Embedder):
     """Per clip: {"embedding": (2048,), "logits": (527,)}. Clips of equal length share a batch."""
 
     name = "panns"
@@ -220,10 +218,9 @@ class PANNsEmbedder:
     def __init__(
         self, model: Cnn14, *, fingerprint: str, device: str | torch.device | None = None, batch_size: int = 8
     ) -> None:
-        self.device = torch.device(resolve_device(device))
-        self.model = model.eval().to(self.device)
-        self.batch_size = batch_size
-        self.cache_id = f"panns-cnn14-16k-{fingerprint}"
+        super().__init__(
+            model, cache_id=f"panns-cnn14-16k-{fingerprint}", device=device, batch_size=batch_size
+        )
 
     @classmethod
     def from_pretrained(
@@ -236,16 +233,11 @@ class PANNsEmbedder:
         config: Cnn14Config | None = None,
     ) -> PANNsEmbedder:
         """Load `Cnn14_16k_mAP=0.438.pth` from the weights dirs, torch hub's or audioldm_eval's cache."""
-        extra = panns_cache_dirs()
-        hub = extra[0]
-        try:
-            path = find_weight_file(
-                "PANNs Cnn14 (16 kHz)", PANNS_FILES, weights_dir, extra_dirs=extra, url=PANNS_URL
-            )
-        except MissingWeightsError:
-            if not allow_download:
-                raise
-            path = download_weight_file("PANNs Cnn14 (16 kHz)", PANNS_URL, hub, PANNS_FILES[0])
+        cache = panns_cache_dirs()
+        path = locate_weight_file(
+            "PANNs Cnn14 (16 kHz)", PANNS_FILES, PANNS_URL, weights_dir, cache, download_dir=cache[0],
+            allow_download=allow_download,
+        )  # fmt: skip
         model = Cnn14(config)
         model.load_state_dict(load_torch_checkpoint(path), strict=True)
         return cls(model, fingerprint=file_fingerprint(path), device=device, batch_size=batch_size)

@@ -23,16 +23,14 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from melfusion.encoders.base import (
-    MissingWeightsError,
+    Embedder,
     batched,
-    download_weight_file,
     file_fingerprint,
-    find_weight_file,
     init_tiny_,
     load_torch_checkpoint,
+    locate_weight_file,
     module_fingerprint,
 )
-from melfusion.utils.devices import resolve_device
 
 VGGISH_SAMPLE_RATE = 16000
 VGGISH_URL = "https://github.com/harritaylor/torchvggish/releases/download/v0.1/vggish-10086976.pth"
@@ -152,7 +150,7 @@ class VGGish(nn.Module):
         return head(x)  # (B, embedding_size)
 
 
-class VGGishEmbedder:
+class VGGishEmbedder(Embedder):
     """Per clip: {"frames": (n_examples, 128)} — one pre-activation embedding per 0.96 s example."""
 
     name = "vggish"
@@ -167,10 +165,9 @@ class VGGishEmbedder:
         device: str | torch.device | None = None,
         batch_size: int = 64,
     ) -> None:
-        self.device = torch.device(resolve_device(device))
-        self.model = model.eval().to(self.device)
-        self.batch_size = batch_size
-        self.cache_id = f"vggish-preact-nopca-{fingerprint}"
+        super().__init__(
+            model, cache_id=f"vggish-preact-nopca-{fingerprint}", device=device, batch_size=batch_size
+        )
 
     @classmethod
     def from_pretrained(
@@ -183,13 +180,16 @@ class VGGishEmbedder:
         config: VGGishConfig | None = None,
     ) -> VGGishEmbedder:
         """Load `vggish-10086976.pth` (torchvggish) from the weights dirs or torch hub's checkpoints."""
-        extra = vggish_cache_dirs()
-        try:
-            path = find_weight_file("VGGish", VGGISH_FILES, weights_dir, extra_dirs=extra, url=VGGISH_URL)
-        except MissingWeightsError:
-            if not allow_download:
-                raise
-            path = download_weight_file("VGGish", VGGISH_URL, extra[0], VGGISH_FILES[0])
+        cache = vggish_cache_dirs()
+        path = locate_weight_file(
+            "VGGish",
+            VGGISH_FILES,
+            VGGISH_URL,
+            weights_dir,
+            cache,
+            download_dir=cache[0],
+            allow_download=allow_download,
+        )
         model = VGGish(config)
         model.load_state_dict(load_torch_checkpoint(path), strict=True)
         return cls(model, fingerprint=file_fingerprint(path), device=device, batch_size=batch_size)
