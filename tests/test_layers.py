@@ -14,7 +14,7 @@ import pytest
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "melfusion"
 LAYERS: list[set[str]] = [
-    {"errors", "__init__", "assets"},
+    {"errors", "limits", "__init__", "assets"},
     {"utils"},
     {"audio"},
     {"models", "encoders"},

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from melfusion.errors import MelfusionInputError
+from melfusion.limits import MAX_AUDIO_SECONDS, MAX_SAMPLES, MAX_STEPS, SEED_MAX
 from melfusion.loading import (
     SCHEDULERS,
     check_model_folder,
@@ -25,7 +26,6 @@ from melfusion.loading import (
 )
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".mp3", ".ogg")  # melfusion.audio.io.SAVE_FORMATS
-SEED_MAX = 2**64 - 1  # torch.Generator.manual_seed takes an unsigned 64-bit seed
 # Disk space a clip needs, at most: float32 samples (the WAV/FLAC written are 16-bit) plus its sidecar
 BYTES_PER_SAMPLE = 4
 SIDECAR_BYTES = 64 * 1024
@@ -88,7 +88,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--seconds",
         type=float,
         default=None,
-        help="clip length in seconds, up to 600 (default: the model's window; longer clips are made window by "
+        help=f"clip length in seconds, up to {MAX_AUDIO_SECONDS:g} (default: the model's window; longer clips are made window by "
         "window and crossfaded)",
     )
     p.add_argument(
@@ -222,24 +222,25 @@ def _validate(args: argparse.Namespace) -> None:
             )
         if Path(args.out).suffix.lower() not in AUDIO_SUFFIXES:
             raise MelfusionInputError(f"--out must end in .wav, .flac, .mp3 or .ogg, got {args.out!r}")
-    if args.seconds is not None and (not math.isfinite(args.seconds) or not 0 < args.seconds <= 600):
-        raise MelfusionInputError(f"--seconds must be in (0, 600], got {args.seconds}")
+    if args.seconds is not None and (
+        not math.isfinite(args.seconds) or not 0 < args.seconds <= MAX_AUDIO_SECONDS
+    ):
+        raise MelfusionInputError(f"--seconds must be in (0, {MAX_AUDIO_SECONDS:g}], got {args.seconds}")
     if args.window_overlap is not None and (
         not math.isfinite(args.window_overlap) or args.window_overlap <= 0
     ):
         raise MelfusionInputError(f"--window-overlap must be > 0 seconds, got {args.window_overlap}")
-    if args.image_steps is not None and not 1 <= args.image_steps <= 1000:
-        raise MelfusionInputError(f"--image-steps must be in [1, 1000], got {args.image_steps}")
-    if args.steps is not None and not 1 <= args.steps <= 1000:
-        raise MelfusionInputError(f"--steps must be in [1, 1000], got {args.steps}")
+    for flag, steps in (("--image-steps", args.image_steps), ("--steps", args.steps)):
+        if steps is not None and not 1 <= steps <= MAX_STEPS:
+            raise MelfusionInputError(f"{flag} must be in [1, {MAX_STEPS}], got {steps}")
     if args.guidance is not None and (not math.isfinite(args.guidance) or args.guidance < 0):
         raise MelfusionInputError(f"--guidance must be >= 0, got {args.guidance}")
     if isinstance(args.image_guidance, float) and (
         not math.isfinite(args.image_guidance) or args.image_guidance < 0
     ):
         raise MelfusionInputError(f"--image-guidance must be >= 0, got {args.image_guidance}")
-    if not 1 <= args.num_samples <= 64:
-        raise MelfusionInputError(f"--num-samples must be in [1, 64], got {args.num_samples}")
+    if not 1 <= args.num_samples <= MAX_SAMPLES:
+        raise MelfusionInputError(f"--num-samples must be in [1, {MAX_SAMPLES}], got {args.num_samples}")
     check_loudness_target(args.loudness, "--loudness")
     if args.seed is not None and not 0 <= args.seed <= SEED_MAX:
         raise MelfusionInputError(f"--seed must be in [0, 2^64 - 1], got {args.seed}")

@@ -23,12 +23,11 @@ from melfusion.errors import MelfusionInputError
 from melfusion.guidance.conditioner import ImageConditioner, normalize_capture
 from melfusion.guidance.preprocess import ImageInput, preprocess_image, tensor_sha256
 from melfusion.guidance.visual_guidance import GuidanceCache, VisualGuidance, stack_guidance
+from melfusion.limits import MAX_AUDIO_SECONDS, MAX_STEPS
 from melfusion.models.attention_processor import VISUAL_FEATURES
 from melfusion.models.synapse import VisualSynapse
 from melfusion.models.vocoder import GriffinLimVocoder  # noqa: F401  (diffusers resolves saved components by module)
 
-MAX_AUDIO_SECONDS = 600.0
-MAX_STEPS = 1000
 OUTPUT_TYPES = ("np", "pt", "mel", "latent")
 EMBEDDED = "embedded"  # from_pretrained("embedded"): the model shipped in the package
 
