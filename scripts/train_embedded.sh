@@ -10,7 +10,7 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 bash scripts/setup.sh
-bash scripts/install_system_deps.sh || true
+bash scripts/install_system_deps.sh fluidsynth || true
 PY=.venv/bin/python
 RUNS=${RUNS:-runs}
 N_ITEMS=${N_ITEMS:-6000}

@@ -18,6 +18,7 @@ _COMMAND_MODULES = (
     "melfusion.commands.pair",
     "melfusion.commands.describe",
     "melfusion.commands.weights",
+    "melfusion.commands.app",
 )
 
 

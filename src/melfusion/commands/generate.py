@@ -169,8 +169,8 @@ def apply_image_guidance(pipe: Any, value: float | str | None) -> float | None:
     return value  # None: the model's default_image_guidance_scale
 
 
-def _validate(args: argparse.Namespace) -> None:
-    """Fail fast, before any model is loaded."""
+def validate_args(args: argparse.Namespace) -> None:
+    """Every check of the options that needs no model, before any is loaded (the web app's form too)."""
     from melfusion.audio.io import check_loudness_target
     from melfusion.guidance.preprocess import load_image
 
@@ -300,7 +300,7 @@ def call_kwargs(pipe: Any, args: argparse.Namespace, image_guidance: float | Non
     return kwargs
 
 
-def _default_seconds(pipe: Any) -> float:
+def default_seconds(pipe: Any) -> float:
     if hasattr(pipe, "default_audio_length_in_s"):
         return float(pipe.default_audio_length_in_s)
     from melfusion.pipelines.art2mus.constants import AUDIO_LENGTH_S
@@ -467,7 +467,7 @@ def prepare_single_outputs(args: argparse.Namespace) -> list[Path]:
 
 
 def run(args: argparse.Namespace) -> int:
-    _validate(args)
+    validate_args(args)
     if args.manifest is not None or args.image_dir is not None:
         return run_batch(args)
     import torch
@@ -485,7 +485,7 @@ def run(args: argparse.Namespace) -> int:
     check_window_overlap(pipe, args.window_overlap)
     set_scheduler(pipe, args.scheduler)
     image_guidance = None if is_art2mus(pipe) else apply_image_guidance(pipe, args.image_guidance)
-    seconds = args.seconds if args.seconds is not None else _default_seconds(pipe)
+    seconds = args.seconds if args.seconds is not None else default_seconds(pipe)
     sample_rate = pipe.sample_rate if hasattr(pipe, "sample_rate") else int(pipe.vocoder.config.sampling_rate)
     check_free_space(paths[0].parent, len(paths), seconds, sample_rate)
     generator = torch.Generator(device="cpu").manual_seed(seed)
