@@ -9,6 +9,7 @@ from melfusion_testing import make_image
 
 from melfusion.audio.stitch import correlation, crossfade_gains, crossfade_into
 from melfusion.errors import MelfusionInputError
+from melfusion.loading import SCHEDULERS, set_scheduler
 from melfusion.pipelines.melfusion.pipeline_melfusion import plan_windows
 
 STEPS = 3
@@ -20,14 +21,19 @@ def run(pipe, seconds, **kw):
 
 
 # ------------------------------------------------------------------------------------------ plan
-@pytest.mark.parametrize("total,window,overlap", [(100, 32, 8), (33, 32, 8), (64, 32, 16), (250, 64, 16)])
-def test_window_plan_covers_the_clip_with_the_asked_overlap(total, window, overlap):
+@pytest.mark.parametrize(
+    "total,window,overlap",
+    [(100, 32, 8), (33, 32, 8), (64, 32, 16), (250, 64, 16), (375, 64, 16), (88, 32, 8)],
+)
+def test_window_plan_covers_the_clip_with_the_fewest_evenly_spread_windows(total, window, overlap):
     plan = plan_windows(total, window, overlap)
+    n = len(plan.starts)
     assert plan.starts[0] == 0 and plan.starts[-1] + window == total  # the last window ends with the clip
-    for k in range(1, len(plan.starts)):
-        assert plan.held(k) >= overlap  # every window overlaps what came before by at least the overlap
-        assert plan.starts[k] > plan.starts[k - 1]
-    assert all(plan.held(k) == overlap for k in range(1, len(plan.starts) - 1))
+    steps = [b - a for a, b in zip(plan.starts, plan.starts[1:])]
+    assert all(plan.held(k) >= overlap for k in range(1, n))  # every seam overlaps at least as asked
+    assert max(steps) - min(steps) <= 1  # evenly spread
+    assert (n - 2) * (window - overlap) + window < total  # one window fewer could not cover the clip
+    assert plan.overlap == overlap
 
 
 def test_window_plan_of_a_short_clip_is_one_window_and_bad_overlaps_are_refused():
@@ -61,6 +67,14 @@ def test_crossfade_into_joins_a_signal_with_itself_seamlessly_and_noise_at_its_p
 
 
 # ------------------------------------------------------------------------------------------ pipeline
+@pytest.mark.parametrize("name", SCHEDULERS)
+def test_long_clips_work_with_every_sampler(tiny_pipe, name):
+    """Each window is a fresh reverse process, also for multistep samplers that keep past outputs."""
+    set_scheduler(tiny_pipe, name)
+    out = run(tiny_pipe, 3.0, output_type="latent")
+    assert out.parameters["windows"] > 1 and torch.isfinite(out.audios).all()
+
+
 def test_long_clip_has_the_asked_length_and_is_deterministic(tiny_pipe):
     out = run(tiny_pipe, 4.0)
     assert out.audios.shape == (1, 4 * tiny_pipe.sample_rate)
@@ -77,8 +91,7 @@ def test_first_window_equals_a_one_window_clip_and_later_windows_keep_it(tiny_pi
     """Window 0 of a long clip is the short clip made from the same noise, and the windows after it only
     continue it: the frames it made are held, not redone."""
     plan = tiny_pipe.window_plan(3.0)
-    shape = tiny_pipe.latent_shape(1, 3.0)
-    noise = torch.randn((*shape[:2], plan.total, shape[3]), generator=torch.Generator().manual_seed(3))
+    noise = torch.randn(tiny_pipe.latent_shape(1, 3.0), generator=torch.Generator().manual_seed(3))
     long = run(tiny_pipe, 3.0, latents=noise, output_type="latent").audios
     window_s = tiny_pipe.default_audio_length_in_s
     short = run(tiny_pipe, window_s, latents=noise[:, :, : plan.window], output_type="latent").audios

@@ -46,11 +46,12 @@ class MeLFusionPipelineOutput(BaseOutput):
 class WindowPlan:
     """Latent frames of a clip and the windows that make it: ``window`` frames from each of ``starts``. A clip
     that fits the model's window is one window over all of it; a longer one is made window by window, each
-    overlapping the frames the windows before it made (the last window is aligned to the clip's end)."""
+    overlapping the frames the windows before it made by at least ``overlap`` frames."""
 
     total: int
     window: int
     starts: tuple[int, ...]
+    overlap: int = 0
 
     def held(self, k: int) -> int:
         """Latent frames at the start of window ``k`` already made by the windows before it."""
@@ -58,14 +59,15 @@ class WindowPlan:
 
 
 def plan_windows(total: int, window: int, overlap: int) -> WindowPlan:
-    """Windows of ``window`` frames covering ``total`` frames, consecutive ones sharing ``overlap`` frames."""
+    """The fewest windows of ``window`` frames that cover ``total`` frames with consecutive ones sharing at least
+    ``overlap`` frames, their starts spread evenly from 0 to ``total - window``."""
     if total <= window:
         return WindowPlan(total, total, (0,))
     if not 0 < overlap < window:
         raise ValueError(f"the overlap must be in (0, {window}) latent frames, got {overlap}")
-    hop = window - overlap
-    starts = list(range(0, total - window, hop)) + [total - window]
-    return WindowPlan(total, window, tuple(starts))
+    n = math.ceil((total - overlap) / (window - overlap))  # n·window − (n−1)·overlap ≥ total
+    starts = tuple(round(k * (total - window) / (n - 1)) for k in range(n))
+    return WindowPlan(total, window, starts, overlap)
 
 
 def vocoder_audio_params(vocoder: torch.nn.Module) -> tuple[int, int]:
@@ -211,12 +213,19 @@ class MeLFusionPipeline(DiffusionPipeline):
         multiple = self.vae_scale_factor * self._latent_frame_multiple()
         return math.ceil(frames / multiple) * multiple, int(round(audio_length_in_s * sr))
 
-    def latent_shape(self, batch: int, audio_length_in_s: float) -> tuple[int, int, int, int]:
-        """(B, C, T', F') of the music latents for clips of ``audio_length_in_s``."""
-        frames, _ = self._num_frames(audio_length_in_s)
+    def latent_shape(
+        self,
+        batch: int,
+        audio_length_in_s: float,
+        window_overlap_s: float | None = None,
+        long_form: bool = True,
+    ) -> tuple[int, int, int, int]:
+        """(B, C, T', F') of the music latents (the initial noise ``latents=`` takes) for clips of
+        ``audio_length_in_s``; T' covers all windows of a long clip (:meth:`window_plan`)."""
+        frames = self.window_plan(audio_length_in_s, window_overlap_s, long_form).total
         freq = self.unet.config.sample_size
         freq = freq[1] if not isinstance(freq, int) else freq
-        return batch, int(self.unet.config.in_channels), frames // self.vae_scale_factor, int(freq)
+        return batch, int(self.unet.config.in_channels), frames, int(freq)
 
     @property
     def window_frames(self) -> int:
@@ -232,7 +241,7 @@ class MeLFusionPipeline(DiffusionPipeline):
         frames, _ = self._num_frames(audio_length_in_s)
         window = self.window_frames
         if not long_form or audio_length_in_s <= self.default_audio_length_in_s + 1e-6:
-            latent_frames = frames // self.vae_scale_factor
+            latent_frames = frames // self.vae_scale_factor  # a multiple the UNet takes (_num_frames)
             return WindowPlan(latent_frames, latent_frames, (0,))
         sr, hop = vocoder_audio_params(self.vocoder)
         total = math.ceil(math.ceil(audio_length_in_s * sr / hop) / self.vae_scale_factor)
@@ -346,11 +355,8 @@ class MeLFusionPipeline(DiffusionPipeline):
                     f"window_overlap_s must be in (0, {window_s:g}) s (the model's window), got {window_overlap_s!r}"
                 )
         if latents is not None:
-            shape = self.latent_shape(n_prompts * num_waveforms_per_prompt, audio_length_in_s)
-            shape = (
-                *shape[:2],
-                self.window_plan(audio_length_in_s, window_overlap_s, long_form).total,
-                shape[3],
+            shape = self.latent_shape(
+                n_prompts * num_waveforms_per_prompt, audio_length_in_s, window_overlap_s, long_form
             )
             if tuple(latents.shape) != shape:
                 raise MelfusionInputError(f"latents must have shape {shape}, got {tuple(latents.shape)}")
@@ -584,13 +590,12 @@ class MeLFusionPipeline(DiffusionPipeline):
         device: torch.device,
         generator: torch.Generator | list[torch.Generator] | None,
         latents: torch.Tensor | None = None,
-        total_frames: int | None = None,
+        window_overlap_s: float | None = None,
+        long_form: bool = True,
     ) -> torch.Tensor:
-        """Initial noise (B, C, T', F') scaled by the scheduler's ``init_noise_sigma`` (T' = ``total_frames``,
-        default: the frames of one pass over ``audio_length_in_s``)."""
-        shape = self.latent_shape(batch_size, audio_length_in_s)
-        if total_frames is not None:
-            shape = (*shape[:2], total_frames, shape[3])
+        """Initial noise (B, C, T', F') for the whole clip (:meth:`latent_shape`), scaled by the scheduler's
+        ``init_noise_sigma``."""
+        shape = self.latent_shape(batch_size, audio_length_in_s, window_overlap_s, long_form)
         if latents is None:
             latents = randn_tensor(shape, generator=generator, device=device, dtype=dtype)
         return latents.to(device=device, dtype=dtype) * self.scheduler.init_noise_sigma
@@ -765,7 +770,7 @@ class MeLFusionPipeline(DiffusionPipeline):
         # 6. Initial noise for the whole clip; clips longer than the model's window are made window by window
         plan = self.window_plan(audio_length_in_s, window_overlap_s, long_form)
         latents = self.prepare_latents(
-            batch, audio_length_in_s, self.unet.dtype, device, generator, latents, plan.total
+            batch, audio_length_in_s, self.unet.dtype, device, generator, latents, window_overlap_s, long_form
         )
 
         # 7. Denoising loop (Alg. 2 lines 4–10), once per window; each window after the first holds its
@@ -787,6 +792,8 @@ class MeLFusionPipeline(DiffusionPipeline):
         noise = latents
         with self.progress_bar(total=self._num_timesteps) as bar:
             for k, start in enumerate(plan.starts):
+                if k:  # a fresh reverse process (multistep schedulers keep a step index and past outputs)
+                    self.scheduler.set_timesteps(num_inference_steps, device=device)
                 window = noise[:, :, start : start + plan.window]
                 held = plan.held(k)
                 known = None
@@ -912,11 +919,11 @@ class MeLFusionPipeline(DiffusionPipeline):
         return result[:, :n_samples]
 
     def window_overlap_seconds(self, plan: WindowPlan) -> float | None:
-        """The overlap of a plan's windows in seconds (rounded to latent frames; None for one window)."""
+        """The (least) overlap of a plan's windows in seconds, rounded to latent frames; None for one window."""
         if len(plan.starts) == 1:
             return None
         sr, hop = vocoder_audio_params(self.vocoder)
-        return round(plan.held(1) * self.vae_scale_factor * hop / sr, 6)
+        return round(plan.overlap * self.vae_scale_factor * hop / sr, 6)
 
     @staticmethod
     def combine_guidance(
