@@ -120,12 +120,14 @@ def _run(command: str, comment: str, cwd: Path) -> None:
     if argv[0] == "bash":
         cwd = ROOT
     proc = subprocess.run(argv, cwd=cwd, env=_env(), capture_output=True, text=True, timeout=900)
-    if comment.startswith("needs"):
-        lines = proc.stderr.strip().splitlines()
+    if comment.startswith("needs"):  # a clean one-line refusal that names what the comment says is needed
         assert proc.returncode == 2, (
             f"{command}: expected a clean refusal, got {proc.returncode}: {proc.stderr[-1500:]}"
         )
-        assert "error:" in lines[-1], lines
+        line = proc.stderr.strip().splitlines()[-1]
+        assert line.startswith(f"melfusion {argv[1]}: error: "), line
+        wanted = [w for w in re.findall(r"[A-Za-z]{5,}", comment.removeprefix("needs")) if w != "downloaded"]
+        assert any(w.lower() in line.lower() for w in wanted), (wanted, line)
         return None
     assert proc.returncode == 0, (
         f"{command} failed ({proc.returncode}):\n{proc.stdout[-1500:]}\n{proc.stderr[-3000:]}"

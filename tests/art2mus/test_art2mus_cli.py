@@ -37,8 +37,8 @@ def test_generate_with_an_art2mus_folder_writes_a_clip_and_its_parameters(art2mu
 @pytest.mark.parametrize(
     "extra,message",
     [
-        (["--image-guidance", "3"], "--image-guidance apply to MeLFusion models"),
-        (["--capture", "reverse"], "--capture apply to MeLFusion models"),
+        (["--image-guidance", "3"], "--image-guidance applies to MeLFusion models"),
+        (["--capture", "reverse"], "--capture applies to MeLFusion models"),
     ],
 )
 def test_melfusion_only_options_are_refused_for_art2mus(
@@ -54,3 +54,21 @@ def test_a_plain_audioldm2_folder_is_refused_with_the_way_forward(tmp_path, imag
     (folder / "model_index.json").write_text(json.dumps({"_class_name": "AudioLDM2Pipeline"}))
     assert main(_args(folder, image_file, tmp_path / "a.wav")) == 2
     assert "train Art2Mus on it first" in capsys.readouterr().err
+
+
+def test_art2mus_options_are_refused_before_any_model_loads(
+    art2mus_dir, image_file, tmp_path, capsys, monkeypatch
+):
+    import melfusion.commands.generate as generate
+
+    monkeypatch.setattr(generate, "load_pipeline", lambda *a, **k: pytest.fail("the model was loaded"))
+    assert (
+        main(
+            _args(art2mus_dir, image_file, tmp_path / "a.wav", "--image-steps", "5", "--window-overlap", "1")
+        )
+        == 2
+    )
+    assert "--image-steps, --window-overlap apply to MeLFusion models" in capsys.readouterr().err
+    argv = ["generate", "--model", str(art2mus_dir), "--image-dir", str(image_file.parent), "--text", "x",
+            "--out-dir", str(tmp_path / "o")]  # fmt: skip
+    assert main(argv) == 2 and "batch mode" in capsys.readouterr().err

@@ -119,23 +119,6 @@ def test_kind_helpers_and_disabled_cache(tmp_path):
         cache.put("../escape", KEY, {"x": states})
 
 
-def test_visual_guidance_round_trip(tmp_path):
-    from melfusion.guidance.visual_guidance import VisualGuidance
-
-    kv = [[(torch.randn(1, 4, 8), torch.randn(1, 4, 8)) for _ in range(2)] for _ in range(3)]
-    vg = VisualGuidance([999, 500, 1], kv, latents=[torch.randn(1, 4, 2, 2)], meta={"image": "a.png"})
-    tensors, meta = vg.to_tensors()
-    back = VisualGuidance.from_tensors(tensors, meta)
-    assert back.timesteps == [999, 500, 1] and back.meta == {"image": "a.png"}
-    assert torch.equal(back.kv[2][1][1], kv[2][1][1]) and torch.equal(back.latents[0], vg.latents[0])
-    cache = FeatureCache(tmp_path)
-    cache.put("image_guidance", KEY, tensors, meta)  # the form a cache file holds
-    assert torch.equal(
-        VisualGuidance.from_tensors(*cache.get_with_metadata("image_guidance", KEY)).at(500)[0][0],
-        kv[1][0][0],
-    )
-
-
 def _writer(root: str, key: str, seed: int, rounds: int) -> None:
     cache = FeatureCache(root)
     for i in range(rounds):

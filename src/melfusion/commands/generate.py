@@ -21,6 +21,7 @@ from melfusion.loading import (
     check_model_folder,
     is_art2mus,
     load_pipeline,
+    pipeline_class_name,
     resolve_device,
     set_scheduler,
 )
@@ -29,23 +30,6 @@ AUDIO_SUFFIXES = (".wav", ".flac", ".mp3", ".ogg")  # melfusion.audio.io.SAVE_FO
 # Disk space a clip needs, at most: float32 samples (the WAV/FLAC written are 16-bit) plus its sidecar
 BYTES_PER_SAMPLE = 4
 SIDECAR_BYTES = 64 * 1024
-# Settings a resumed batch compares with each existing clip's sidecar (the keys save_audio records)
-RESUME_KEYS = (
-    "prompt",
-    "negative_prompt",
-    "image",
-    "model",
-    "seed",
-    "audio_length_in_s",
-    "num_inference_steps",
-    "guidance_scale",
-    "image_guidance_scale",
-    "scheduler",
-    "guidance_capture",
-    "image_inversion_steps",
-    "loudness_target_lufs",
-    "window_overlap_s",
-)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -246,9 +230,11 @@ def validate_args(args: argparse.Namespace) -> None:
         raise MelfusionInputError(f"--seed must be in [0, 2^64 - 1], got {args.seed}")
     if args.model is not None:
         check_model_folder(args.model)
+        if pipeline_class_name(args.model) == "Art2MusPipeline":
+            check_art2mus_options(args)
 
 
-def resolve_call_settings(pipe: Any, args: argparse.Namespace, batch: bool = False) -> None:
+def resolve_call_settings(pipe: Any, args: argparse.Namespace) -> None:
     """Fill the options left to the model (steps, guidance, capture) and refuse those it does not have."""
     import inspect
 
@@ -258,27 +244,34 @@ def resolve_call_settings(pipe: Any, args: argparse.Namespace, batch: bool = Fal
     if args.guidance is None:
         args.guidance = float(defaults["guidance_scale"].default)
     if is_art2mus(pipe):
-        given = [
-            flag
-            for flag, value in (
-                ("--image-guidance", args.image_guidance),
-                ("--capture", args.capture),
-                ("--image-steps", args.image_steps),
-                ("--window-overlap", args.window_overlap),
-            )
-            if value is not None
-        ]
-        if given:
-            raise MelfusionInputError(
-                f"{', '.join(given)} apply to MeLFusion models; {args.model} is an Art2Mus model (leave them out)"
-            )
-        if batch:
-            raise MelfusionInputError(
-                "batch mode (--manifest / --image-dir) takes MeLFusion models; for Art2Mus call "
-                "Art2MusPipeline in Python, or generate one clip per command"
-            )
+        check_art2mus_options(args)
     elif args.capture is None:
         args.capture = "trajectory"
+
+
+def check_art2mus_options(args: argparse.Namespace) -> None:
+    """Refuse the options an Art2Mus model does not have, and batch mode (no model needs loading)."""
+    given = [
+        flag
+        for flag, value in (
+            ("--image-guidance", args.image_guidance),
+            ("--capture", args.capture),
+            ("--image-steps", args.image_steps),
+            ("--window-overlap", args.window_overlap),
+        )
+        if value is not None
+    ]
+    if given:
+        verb = "applies" if len(given) == 1 else "apply"
+        raise MelfusionInputError(
+            f"{', '.join(given)} {verb} to MeLFusion models; {args.model} is an Art2Mus model (leave "
+            f"{'it' if len(given) == 1 else 'them'} out)"
+        )
+    if args.manifest is not None or args.image_dir is not None:
+        raise MelfusionInputError(
+            "batch mode (--manifest / --image-dir) takes MeLFusion models; for Art2Mus call "
+            "Art2MusPipeline in Python, or generate one clip per command"
+        )
 
 
 def call_kwargs(pipe: Any, args: argparse.Namespace, image_guidance: float | None) -> dict[str, Any]:
@@ -309,7 +302,8 @@ def default_seconds(pipe: Any) -> float:
 
 
 def check_window_overlap(pipe: Any, overlap: float | None) -> None:
-    """``--window-overlap`` against the loaded model's window (before any clip is made)."""
+    """``--window-overlap`` against the loaded model's window, once before any clip is made (the pipeline checks
+    it too, but in batch mode every row would then fail on its own)."""
     if overlap is None:
         return
     window = pipe.default_audio_length_in_s
@@ -544,7 +538,8 @@ def clip_names(records: Sequence[Any]) -> list[str]:
 def expected_settings(
     args: argparse.Namespace, pipe: Any, model_name: str, image_guidance: float | None
 ) -> dict[str, Any]:
-    """This run's values of RESUME_KEYS that are the same for every row (as the sidecar records them)."""
+    """The settings a resumed batch compares with each clip's sidecar that are the same for every row (as the
+    sidecar records them); the row's prompt, image and seed are added per row."""
     from melfusion.guidance.conditioner import normalize_capture
 
     seconds = float(args.seconds if args.seconds is not None else pipe.default_audio_length_in_s)
@@ -639,7 +634,7 @@ def run_batch(args: argparse.Namespace) -> int:
     state = PartialState()
     device = str(state.device) if args.device == "auto" else resolve_device(args.device)
     pipe, model_name = load_pipeline(args.model, device)
-    resolve_call_settings(pipe, args, batch=True)
+    resolve_call_settings(pipe, args)
     check_window_overlap(pipe, args.window_overlap)
     set_scheduler(pipe, args.scheduler)
     image_guidance = apply_image_guidance(pipe, args.image_guidance)

@@ -280,6 +280,8 @@ def build_app(studio: Studio, model: str | None = None) -> Any:
             raise gr.Error(
                 message.replace(str(Path(image)), Path(image).name) if image else message
             ) from None
+        except Exception as err:  # anything else still gets its one line in the page; the server goes on
+            raise gr.Error(f"generation failed: {type(err).__name__}: {one_line(err)}") from err
         for note in notes:
             gr.Warning(note)
         return [asdict(s) for s in samples]

@@ -7,9 +7,7 @@ computed once and reused across CFG branches, samples and calls (:class:`Guidanc
 from __future__ import annotations
 
 import bisect
-import json
 from collections import OrderedDict
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -66,43 +64,6 @@ class VisualGuidance:
         ]
         rec = self.reconstruction.to(device=device) if self.reconstruction is not None else None
         return VisualGuidance(self.timesteps, kv, self.latents, rec, dict(self.meta))
-
-    def to_tensors(self) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-        """Flat tensors (kv.{step}.{layer}.k / .v, latents.{i}, reconstruction) and string metadata
-        (timesteps, num_layers, meta): the form a safetensors file holds."""
-        tensors: dict[str, torch.Tensor] = {}
-        for i, step in enumerate(self.kv):
-            for layer, (k, v) in enumerate(step):
-                tensors[f"kv.{i}.{layer}.k"] = k
-                tensors[f"kv.{i}.{layer}.v"] = v
-        for i, z in enumerate(self.latents):
-            tensors[f"latents.{i}"] = z
-        if self.reconstruction is not None:
-            tensors["reconstruction"] = self.reconstruction
-        metadata = {
-            "timesteps": json.dumps([int(t) for t in self.timesteps]),
-            "num_layers": str(self.num_layers),
-            "meta": json.dumps(self.meta, default=str),
-        }
-        return tensors, metadata
-
-    @classmethod
-    def from_tensors(cls, tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str]) -> VisualGuidance:
-        """Inverse of :meth:`to_tensors`."""
-        timesteps = json.loads(metadata["timesteps"])
-        num_layers = int(metadata["num_layers"])
-        kv = [
-            [(tensors[f"kv.{i}.{layer}.k"], tensors[f"kv.{i}.{layer}.v"]) for layer in range(num_layers)]
-            for i in range(len(timesteps))
-        ]
-        n_latents = sum(1 for name in tensors if name.startswith("latents."))
-        return cls(
-            timesteps=timesteps,
-            kv=kv,
-            latents=[tensors[f"latents.{i}"] for i in range(n_latents)],
-            reconstruction=tensors.get("reconstruction"),
-            meta=json.loads(metadata.get("meta", "{}")),
-        )
 
 
 def stack_guidance(

@@ -14,6 +14,7 @@ from pathlib import Path
 from melfusion.encoders.base import (
     WEIGHTS_ENV,
     MissingWeightsError,
+    find_weight_file,
     hf_weights_location,
     weights_search_dirs,
 )
@@ -67,7 +68,10 @@ def _file_status(
     name: str, files: Sequence[str], url: str, weights_dir: str | os.PathLike[str] | None, extra: list[Path]
 ) -> WeightStatus:
     dirs = weights_search_dirs(weights_dir, extra)
-    found = next((str(d / f) for d in dirs for f in files if (d / f).is_file()), None)
+    try:
+        found: str | None = str(find_weight_file(TITLES[name], files, weights_dir, extra_dirs=extra, url=url))
+    except MissingWeightsError:
+        found = None
     put_in = (
         str(Path(weights_dir).expanduser())
         if weights_dir is not None

@@ -36,7 +36,6 @@ from tqdm.auto import tqdm
 
 from melfusion.audio.mel import MelConfig, mel_spectrogram
 from melfusion.data.dataset import read_audio_window
-from melfusion.data.manifest import read_manifest_with_problems
 from melfusion.errors import MelfusionInputError
 from melfusion.guidance.preprocess import load_image, preprocess_image
 from melfusion.models.tiny import build_vae
@@ -231,9 +230,7 @@ class ComponentTrainer(Trainer):
     def _load(self, manifest: str) -> _InMemory:
         """Decode every row once: mel (1, frames, n_mels) or pixels (3, S, S); bad files skipped, counted."""
         m = self.config.model
-        records, problems = read_manifest_with_problems(manifest, self.config.data.format)
-        if problems:
-            logger.warning("skipped %d invalid manifest row(s), e.g. %s", len(problems), problems[0])
+        records = self.read_records(manifest)
         if self.config.data.max_items:
             records = records[: self.config.data.max_items]
         frames = self.mel_config.num_frames(m.audio_seconds)
